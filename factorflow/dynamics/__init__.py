@@ -1,1 +1,21 @@
-"""factorflow.dynamics."""
+"""Optimizers, gradient flow, stop rules and recording, batched over independent runs."""
+
+from factorflow.dynamics.optimizers import GD, OPTIMIZERS, Adam, GroupRMSProp, make_optimizer
+from factorflow.dynamics.record import Schedule, Stop, Trajectory
+from factorflow.dynamics.train import FLOW_METHODS, Flow, TrainResult, gradient, train
+
+__all__ = [
+    "FLOW_METHODS",
+    "GD",
+    "OPTIMIZERS",
+    "Adam",
+    "Flow",
+    "GroupRMSProp",
+    "Schedule",
+    "Stop",
+    "TrainResult",
+    "Trajectory",
+    "gradient",
+    "make_optimizer",
+    "train",
+]

@@ -65,9 +65,7 @@ class Completion:
         too_big = idx >= torch.tensor(shape, dtype=torch.long)
         if too_big.any():
             row = int(too_big.any(dim=1).nonzero()[0])
-            raise ValueError(
-                f"index {idx[row].tolist()} is out of range for shape {shape}"
-            )
+            raise ValueError(f"index {idx[row].tolist()} is out of range for shape {shape}")
         if not torch.isfinite(vals).all():
             raise ValueError("observed values contain NaN or inf")
         flat = self._flatten(idx, shape)
@@ -123,9 +121,7 @@ class Completion:
         return cls(tuple(full.shape), idx, full[tuple(idx.T)])
 
 
-def sample_indices(
-    shape: tuple[int, ...], m: int, generator: torch.Generator
-) -> torch.Tensor:
+def sample_indices(shape: tuple[int, ...], m: int, generator: torch.Generator) -> torch.Tensor:
     """Draw ``m`` distinct positions of an array of ``shape`` uniformly without replacement.
 
     Returns a long tensor ``(m, len(shape))``. Seeded only through ``generator``.

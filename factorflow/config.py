@@ -1,0 +1,278 @@
+"""Typed, frozen run configuration, loaded strictly from TOML or dicts (unknown keys are errors).
+
+A config file has one table per section; every field has a documented default except the loss,
+which must be named (``mse`` for Arora et al. 2019, ``half_sse`` for Razin & Cohen 2020)::
+
+    loss = "mse"
+    seeds = [0, 1, 2]            # one independent run per seed, trained as one batch
+
+    [problem]
+    kind = "synthetic"           # synthetic | sensing | razin2x2 | razin2x2_perturbed
+    shape = [100, 100]
+    rank = 5
+    n_obs = 2000
+    seed = 0                     # problem seed (ground truth and sampled entries)
+
+    [model]
+    depth = 3
+    init = "gaussian"            # gaussian | normal | identity | orthogonal | balanced
+    init_scale = 1e-3
+
+    [optimizer]
+    name = "flow"                # gd | group_rmsprop | adam | flow
+
+    [stop]
+    loss_below = 1e-6
+    max_steps = 1000000
+
+    [record]
+    per_decade = 10
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+__all__ = [
+    "ModelConfig",
+    "OptimizerConfig",
+    "ProblemConfig",
+    "RecordConfig",
+    "RunConfig",
+    "StopConfig",
+    "config_from_dict",
+    "config_to_dict",
+    "load_config",
+    "set_by_path",
+]
+
+PROBLEM_KINDS = ("synthetic", "sensing", "razin2x2", "razin2x2_perturbed")
+
+
+@dataclass(frozen=True)
+class ProblemConfig:
+    """The observations. ``synthetic``/``sensing``: Arora et al. 2019's rank-``rank`` ground truth
+    of ``shape`` with ``n_obs`` sampled entries / Gaussian measurements; ``razin2x2``: Razin &
+    Cohen 2020's [[?, 1], [1, 0]]; ``razin2x2_perturbed``: observations (-2, 0.5, eps)."""
+
+    kind: str = "synthetic"
+    shape: tuple[int, int] = (100, 100)
+    rank: int = 5
+    n_obs: int = 2000
+    seed: int = 0
+    eps: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in PROBLEM_KINDS:
+            raise ValueError(
+                f"unknown problem kind {self.kind!r}; choose one of {list(PROBLEM_KINDS)}"
+            )
+        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+        if len(self.shape) != 2 or min(self.shape) < 1:
+            raise ValueError(f"problem.shape must be two positive sizes, got {self.shape}")
+        if self.n_obs < 1:
+            raise ValueError(f"problem.n_obs must be >= 1, got {self.n_obs}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Deep matrix factorization (see :mod:`factorflow.factorizations.dmf` for what ``init_scale``
+    means per init). ``width``: hidden width (0 = max(shape)). ``det_sign``: 0, +1 or -1."""
+
+    depth: int = 3
+    width: int = 0
+    init: str = "gaussian"
+    init_scale: float = 1e-3
+    balance: bool = False
+    det_sign: int = 0
+
+    def __post_init__(self) -> None:
+        if self.depth < 1:
+            raise ValueError(f"model.depth must be >= 1, got {self.depth}")
+        if not self.init_scale > 0:
+            raise ValueError(f"model.init_scale must be > 0, got {self.init_scale}")
+        if self.width < 0:
+            raise ValueError(f"model.width must be >= 0, got {self.width}")
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """``name``: gd | group_rmsprop | adam | flow. ``lr`` for the discrete ones; ``beta``/``eps``
+    for group_rmsprop (Arora et al.'s 0.99 / 1e-4); ``method``/``rtol``/``atol`` for flow."""
+
+    name: str = "flow"
+    lr: float = 1e-2
+    beta: float = 0.99
+    eps: float = 1e-4
+    method: str = "auto"
+    rtol: float = 1e-7
+    atol: float = 1e-10
+
+    def __post_init__(self) -> None:
+        from factorflow.dynamics.optimizers import OPTIMIZERS
+
+        if self.name not in (*OPTIMIZERS, "flow"):
+            raise ValueError(
+                f"unknown optimizer {self.name!r}; choose one of {sorted([*OPTIMIZERS, 'flow'])}"
+            )
+        if self.name != "flow" and not self.lr > 0:
+            raise ValueError(f"optimizer.lr must be > 0, got {self.lr}")
+
+
+@dataclass(frozen=True)
+class StopConfig:
+    """See :class:`factorflow.dynamics.Stop`; 0 means "no limit" for the optional fields."""
+
+    loss_below: float = 1e-6
+    max_steps: int = 1_000_000
+    max_time: float = 0.0
+    max_evals: int = 0
+    max_wall_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class RecordConfig:
+    """When to record (``every`` k steps/time units, ``per_decade`` log-spaced points from
+    ``start``) and the top ``top_k`` singular values at each record."""
+
+    every: float = 0.0
+    per_decade: int = 10
+    start: float = 1.0
+    top_k: int = 10
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One fit (or a batch of fits, one per seed) of a deep matrix factorization."""
+
+    loss: str
+    problem: ProblemConfig = field(default_factory=ProblemConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    stop: StopConfig = field(default_factory=StopConfig)
+    record: RecordConfig = field(default_factory=RecordConfig)
+    seeds: tuple[int, ...] = (0,)
+    dtype: str = "float64"
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        from factorflow.losses import LOSSES
+
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; choose one of {sorted(LOSSES)}")
+        object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
+        if not self.seeds:
+            raise ValueError("seeds must list at least one seed")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct, got {list(self.seeds)}")
+        if self.dtype not in ("float64", "float32"):
+            raise ValueError(f"dtype must be float64 or float32, got {self.dtype!r}")
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ValueError(f"{where or 'config'} must be a table, got {type(data).__name__}")
+    hints = get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"unknown config key {where + key!r}{hint}; allowed: {names}")
+        typ = hints[key]
+        if dataclasses.is_dataclass(typ):
+            kwargs[key] = _build(typ, value, f"{where}{key}.")
+        else:
+            kwargs[key] = _coerce(value, typ, where + key)
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise ValueError(f"{where or 'config'}: {e}") from None
+
+
+def _coerce(value: Any, typ: Any, key: str) -> Any:
+    origin = getattr(typ, "__origin__", None)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ValueError(f"config key {key!r} must be a list, got {value!r}")
+        return tuple(value)
+    if typ is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"config key {key!r} must be true or false, got {value!r}")
+        return value
+    if typ is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"config key {key!r} must be a number, got {value!r}")
+        return float(value)
+    if typ is int:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            and not (isinstance(value, float) and value.is_integer())
+        ):
+            raise ValueError(f"config key {key!r} must be an integer, got {value!r}")
+        return int(value)
+    if typ is str and not isinstance(value, str):
+        raise ValueError(f"config key {key!r} must be a string, got {value!r}")
+    return value
+
+
+def config_from_dict(data: dict[str, Any]) -> RunConfig:
+    """Strictly build a :class:`RunConfig` (unknown keys and wrong types are ``ValueError``)."""
+    if "loss" not in data:
+        raise ValueError('the config must name its loss: loss = "mse" or "half_sse"')
+    return _build(RunConfig, data, "")
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain dict (lists for tuples) that :func:`config_from_dict` reads back to the same config."""
+
+    def conv(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {f.name: conv(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, tuple):
+            return [conv(x) for x in v]
+        return v
+
+    return conv(cfg)
+
+
+def set_by_path(data: dict[str, Any], path: str, raw: str) -> None:
+    """Apply ``--set section.key=value`` to a config dict; the value is parsed as TOML
+    (``1e-3``, ``true``, ``[0, 1]``, ``"flow"``), falling back to a bare string."""
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    node = data
+    parts = path.split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"cannot set {path!r}: {p!r} is not a section")
+    node[parts[-1]] = value
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Read a TOML config file (or none, with ``path=None``), apply ``key=value`` overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"config file {p} does not exist")
+        try:
+            data = tomllib.loads(p.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise ValueError(f"{p}: not valid TOML: {e}") from None
+    for item in overrides or []:
+        if "=" not in item:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        k, v = item.split("=", 1)
+        set_by_path(data, k.strip(), v.strip())
+    return config_from_dict(data)

@@ -1,0 +1,153 @@
+"""Run folders: the config (with seeds, package version, git commit), the recorded trajectory,
+the final factors and ``summary.json``. Written atomically (a temporary sibling folder renamed
+into place), so an interrupted write never leaves a half folder; loading gives the same numbers.
+
+Layout of a run folder::
+
+    config.json       {"config": {...}, "meta": {"factorflow": version, "git_commit", ...}}
+    summary.json      final metrics and status of the run
+    trajectory.npz    step (T,), time (T,), loss (T,), and every recorded probe (T, ...)
+    factors.npz       factor_0 ... factor_{N-1}: the final parameters of this run
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Run", "jsonable", "load_run", "run_metadata", "write_json", "write_run"]
+
+
+def jsonable(x: Any) -> Any:
+    """Numbers, arrays and containers as plain JSON values (non-finite floats become null)."""
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return jsonable(x.tolist())
+    if isinstance(x, np.generic):
+        return jsonable(x.item())
+    if hasattr(x, "detach"):
+        return jsonable(x.detach().cpu().numpy())
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, Path):
+        return str(x)
+    return x
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(jsonable(data), f, indent=2, allow_nan=False)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _git_commit() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def run_metadata() -> dict[str, Any]:
+    """Package version, git commit (if the package lives in a git checkout), versions, time."""
+    import torch
+
+    from factorflow import __version__
+
+    return {
+        "factorflow": __version__,
+        "git_commit": _git_commit(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+@dataclass
+class Run:
+    """A loaded run folder."""
+
+    path: Path
+    config: dict[str, Any]
+    meta: dict[str, Any]
+    summary: dict[str, Any]
+    trajectory: dict[str, np.ndarray]
+    factors: list[np.ndarray]
+
+
+def write_run(
+    run_dir: str | Path,
+    config: dict[str, Any],
+    summary: dict[str, Any],
+    trajectory: dict[str, np.ndarray],
+    factors: list[np.ndarray],
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Write a complete run folder atomically; refuses to replace an existing one unless
+    ``overwrite``."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not overwrite:
+        raise FileExistsError(
+            f"run folder {run_dir} already exists (pass overwrite=True to replace)"
+        )
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=run_dir.parent, prefix=f".{run_dir.name}.tmp-"))
+    try:
+        write_json(tmp / "config.json", {"config": config, "meta": run_metadata()})
+        write_json(tmp / "summary.json", summary)
+        np.savez_compressed(
+            tmp / "trajectory.npz", **{k: np.asarray(v) for k, v in trajectory.items()}
+        )
+        np.savez_compressed(
+            tmp / "factors.npz", **{f"factor_{j}": np.asarray(f) for j, f in enumerate(factors)}
+        )
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        os.replace(tmp, run_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return run_dir
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """Read a run folder written by :func:`write_run`."""
+    run_dir = Path(run_dir)
+    missing = [
+        n
+        for n in ("config.json", "summary.json", "trajectory.npz", "factors.npz")
+        if not (run_dir / n).is_file()
+    ]
+    if missing:
+        raise FileNotFoundError(f"{run_dir} is not a complete run folder: missing {missing}")
+    cfg = json.loads((run_dir / "config.json").read_text())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    with np.load(run_dir / "trajectory.npz") as z:
+        traj = {k: z[k] for k in z.files}
+    with np.load(run_dir / "factors.npz") as z:
+        factors = [z[f"factor_{j}"] for j in range(len(z.files))]
+    return Run(run_dir, cfg["config"], cfg["meta"], summary, traj, factors)
