@@ -58,7 +58,9 @@ def reproduce(
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     opts = {k: v for k, v in (options or {}).items() if v is not None}
-    summary = EXPERIMENTS[exp_id].run(out_dir, scale=scale, seeds=seeds, device=device, options=opts)
+    summary = EXPERIMENTS[exp_id].run(
+        out_dir, scale=scale, seeds=seeds, device=device, options=opts
+    )
     summary = {"experiment": exp_id, "scale": scale, **summary}
     summary["elapsed_s"] = time.perf_counter() - t0
     write_json(out_dir / "summary.json", summary)

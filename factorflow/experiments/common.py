@@ -20,8 +20,13 @@ def claim(
     """One entry of ``summary["claims"]``: the paper's statement, the paper's number (or None),
     our measured number, and whether it held (None when it could not be judged, with ``detail``
     saying why)."""
-    out = {"id": claim_id, "text": text, "paper": paper, "measured": measured,
-           "holds": None if holds is None else bool(holds)}
+    out = {
+        "id": claim_id,
+        "text": text,
+        "paper": paper,
+        "measured": measured,
+        "holds": None if holds is None else bool(holds),
+    }
     if detail:
         out["detail"] = detail
     return out
