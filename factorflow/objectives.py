@@ -14,11 +14,13 @@ from dataclasses import dataclass
 
 import torch
 
+from factorflow.factorizations.cp import cp_predict
 from factorflow.factorizations.dmf import dmf_factor_gradients, end_to_end
 from factorflow.losses import LOSS_GRADS, get_loss
+from factorflow.problems.completion import Completion
 from factorflow.problems.matrix import MatrixCompletion, MatrixSensing
 
-__all__ = ["DMFObjective"]
+__all__ = ["CPObjective", "DMFObjective"]
 
 
 @dataclass(frozen=True)
@@ -52,3 +54,34 @@ class DMFObjective:
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         losses, G = self.grad_W(end_to_end(factors))
         return losses, dmf_factor_gradients(factors, G)
+
+
+@dataclass(frozen=True)
+class CPObjective:
+    """l(W) for a CP factorization (factors ``[(B, d_n, R)]``) on tensor completion ``obs``, with
+    the loss named ``loss``: predictions only at the observed indices (never the full tensor).
+
+    Gradients come from autograd (the per-step math dominates its bookkeeping at these sizes)."""
+
+    obs: Completion
+    loss: str
+
+    def __post_init__(self) -> None:
+        get_loss(self.loss)
+
+    def residuals(self, factors: Sequence[torch.Tensor]) -> torch.Tensor:
+        """``(B, m)``: CP prediction at the observed entries minus the observed values."""
+        if len(factors) != self.obs.order:
+            raise ValueError(
+                f"{len(factors)} factors for an order-{self.obs.order} tensor of shape {self.obs.shape}"
+            )
+        return cp_predict(factors, self.obs.indices) - self.obs.values
+
+    def __call__(self, factors: Sequence[torch.Tensor]) -> torch.Tensor:
+        return get_loss(self.loss)(self.residuals(factors))
+
+    def grad_at_obs(self, factors: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Losses (B,) and dl/dW at the observed entries (B, m) (the gradient of l w.r.t. the
+        full tensor is zero elsewhere)."""
+        r = self.residuals(factors)
+        return get_loss(self.loss)(r), LOSS_GRADS[self.loss](r)
