@@ -24,7 +24,6 @@ from factorflow.factorizations.cp import (  # noqa: E402
     init_cp,
 )
 from factorflow.factorizations.dmf import end_to_end, init_dmf  # noqa: E402
-from factorflow.fit import fit  # noqa: E402
 from factorflow.objectives import CPObjective, DMFObjective  # noqa: E402
 from factorflow.problems.completion import Completion, sample_indices  # noqa: E402
 from factorflow.problems.matrix import (  # noqa: E402
@@ -58,7 +57,6 @@ __all__ = [
     "cp_predict",
     "cp_to_tensor",
     "end_to_end",
-    "fit",
     "gaussian_sensing",
     "init_cp",
     "init_dmf",

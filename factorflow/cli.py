@@ -40,6 +40,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         )
         run.write(target, overwrite=args.overwrite)
     print(f"wrote {len(runs)} run folder(s) under {out}")
+    if args.track:
+        from factorflow.tracking import make_tracker
+
+        tracker = make_tracker(args.track, out)
+        for target in targets:
+            tracker.log_run(target, target.name)
+        tracker.close()
+        print(f"logged {len(targets)} run(s) to {args.track} under {out}")
     return 0
 
 
@@ -54,13 +62,36 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     from factorflow.experiments import reproduce
 
+    options = {"dataset": args.dataset, "data_dir": args.data_dir}
+    if args.id == "talk":
+        from factorflow.report import reproduce_talk
+
+        only = [i.strip() for i in args.only.split(",") if i.strip()] if args.only else None
+        index = reproduce_talk(
+            Path(args.out),
+            scale=args.scale,
+            seeds=args.seeds,
+            device=args.device,
+            only=only,
+            options=options,
+        )
+        c = index["claims"]
+        statuses = [e["status"] for e in index["experiments"].values()]
+        print(
+            f"talk: claims {c['held']} held, {c['failed']} failed, {c['not_judged']} not judged; "
+            f"experiments {statuses.count('ok')} ran, {statuses.count('failed')} failed, "
+            f"{statuses.count('not available')} not available; {index['total_s']:.0f} s"
+        )
+        return 1 if "failed" in statuses else 0
+    if args.only:
+        raise ValueError("--only is for `factorflow reproduce talk`")
     summary = reproduce(
         args.id,
         Path(args.out),
         scale=args.scale,
         seeds=args.seeds,
         device=args.device,
-        options={"dataset": args.dataset, "data_dir": args.data_dir},
+        options=options,
     )
     claims = summary.get("claims", [])
     print(f"{args.id}: {len(summary.get('rows', []))} rows, {summary.get('elapsed_s', 0):.1f} s")
@@ -68,6 +99,57 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         mark = {True: "HOLDS", False: "FAILS", None: "n/a"}[c.get("holds")]
         print(f"  [{mark:5s}] {c['id']}: measured {c.get('measured')}")
     print(f"summary: {Path(args.out) / 'summary.json'}")
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from factorflow.config import set_by_path
+    from factorflow.sweep import run_sweep, write_runs_table
+
+    parameters: dict = {}
+    for item in args.slurm or []:
+        if "=" not in item:
+            raise ValueError(f"--slurm expects key=value, got {item!r}")
+        k, v = item.split("=", 1)
+        set_by_path(parameters, k.strip(), v.strip())
+    options: dict = {"parameters": parameters} if parameters else {}
+    if args.executor == "dask":
+        options["connect_timeout_s"] = args.connect_timeout
+    res = run_sweep(
+        args.grid,
+        args.out,
+        executor=args.executor,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        executor_options=options,
+        track=args.track,
+        progress=not args.quiet,
+    )
+    df, csv = write_runs_table(args.out)
+    print(
+        f"sweep: {res.n_runs} runs: {res.n_skipped} were done, {res.n_ran} ran now, "
+        f"{sum(len(f.get('seeds', [])) for f in res.failures)} failed; {res.wall_s:.1f} s; "
+        f"table of {len(df)} runs: {csv}"
+    )
+    for f in res.failures:
+        print(f"  FAILED {f['name']} (seeds {f.get('seeds')}): {f['error']}", file=sys.stderr)
+    if res.failures:
+        print(f"  details: {Path(args.out) / 'failures'}", file=sys.stderr)
+    return 1 if res.failures else 0
+
+
+def _cmd_runs(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from factorflow.sweep import brief_table, write_runs_table
+
+    df, csv = write_runs_table(args.dir)
+    if df.empty:
+        raise FileNotFoundError(f"no run folders (config.json + summary.json) under {args.dir}")
+    shown = df if args.all else brief_table(df)
+    with pd.option_context("display.max_columns", None, "display.width", 200):
+        print(shown.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    print(f"{len(df)} runs, {len(df.columns)} columns: {csv}")
     return 0
 
 
@@ -94,28 +176,78 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--dtype", choices=["float64", "float32"])
     r.add_argument("--overwrite", action="store_true", help="replace existing run folders")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument(
+        "--track", choices=["tensorboard", "wandb"], help="also log the runs (needs the package)"
+    )
     r.set_defaults(func=_cmd_run)
 
     ls = sub.add_parser("list", help="list the registered experiments")
     ls.set_defaults(func=_cmd_list)
 
-    rp = sub.add_parser("reproduce", help="reproduce a published result (see `factorflow list`)")
-    rp.add_argument("id")
+    rp = sub.add_parser(
+        "reproduce",
+        help="reproduce a published result (see `factorflow list`), or `talk` for all of them",
+    )
+    rp.add_argument("id", help="an experiment id, or `talk`: every experiment and a report")
     rp.add_argument("--out", required=True, help="output folder (summary.json, figures)")
     rp.add_argument("--scale", choices=["quick", "paper"], default="quick")
     rp.add_argument("--seeds", type=int, default=None, help="number of seeds (default: per scale)")
     rp.add_argument("--device", default="cpu")
     rp.add_argument("--dataset", default=None, help="data set, for experiments that take one")
     rp.add_argument("--data-dir", default=None, help="where the data files are")
+    rp.add_argument("--only", metavar="ID,ID", help="talk: run only these experiments")
     rp.set_defaults(func=_cmd_reproduce)
+
+    sw = sub.add_parser("sweep", help="run a grid of configs ([base] + [grid] TOML), resumable")
+    sw.add_argument("grid", help="grid TOML file (see factorflow.sweep)")
+    sw.add_argument("--out", required=True, help="sweep folder (runs/, failures/, sweep.json)")
+    sw.add_argument("--executor", choices=["local", "dask", "slurm"], default="local")
+    sw.add_argument("--workers", type=int, default=1, help="local processes (1 = in this process)")
+    sw.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://host:8786")
+    sw.add_argument(
+        "--connect-timeout", type=float, default=10.0, help="seconds to wait for the scheduler"
+    )
+    sw.add_argument(
+        "--slurm",
+        action="append",
+        metavar="KEY=VALUE",
+        help="submitit parameter, e.g. --slurm slurm_partition=gpu --slurm timeout_min=60",
+    )
+    sw.add_argument("--track", choices=["tensorboard", "wandb"], help="also log every run")
+    sw.add_argument("--quiet", action="store_true", help="no progress bar")
+    sw.set_defaults(func=_cmd_sweep)
+
+    rs = sub.add_parser("runs", help="table of the run folders under DIR (also DIR/runs.csv)")
+    rs.add_argument("dir")
+    rs.add_argument("--all", action="store_true", help="print every column")
+    rs.set_defaults(func=_cmd_runs)
     return p
+
+
+def _set_threads() -> None:
+    """Honour FACTORFLOW_THREADS (torch intra-op threads); small problems run best on 1."""
+    import os
+
+    n = os.environ.get("FACTORFLOW_THREADS")
+    if n:
+        import torch
+
+        torch.set_num_threads(max(1, int(n)))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _set_threads()
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError, KeyError) as e:
+    except (
+        ValueError,
+        FileNotFoundError,
+        FileExistsError,
+        RuntimeError,
+        KeyError,
+        ImportError,
+    ) as e:
         print(f"factorflow: error: {e}", file=sys.stderr)
         return 2
 

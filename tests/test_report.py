@@ -1,0 +1,227 @@
+"""`reproduce talk` and its report, end to end on fake registered experiments."""
+
+from __future__ import annotations
+
+import json
+import re
+import types
+from pathlib import Path
+
+import pytest
+
+from factorflow import experiments
+from factorflow.cli import main
+from factorflow.experiments.common import claim, save_figure
+from factorflow.report import TALK, reproduce_talk, write_report
+
+RECEIVED: list[dict] = []
+
+
+def _fake(exp_id: str, *, fail: BaseException | None = None, holds=(True, False, None)):
+    """A registered-experiment stand-in: one figure, three claims, rows with seeds."""
+
+    def run(out_dir: Path, *, scale: str, seeds: int | None, device: str, options: dict):
+        RECEIVED.append({"id": exp_id, "scale": scale, "seeds": seeds, "device": device})
+        if fail is not None:
+            raise fail
+        from factorflow.plotting import new_figure
+
+        fig, (ax,) = new_figure()
+        ax.plot([0, 1], [1, 0])
+        name = save_figure(fig, out_dir, f"{exp_id}-curve")
+        k = seeds or 2
+        return {
+            "config": {
+                "shape": [6, 6],
+                "seeds": list(range(k)),
+                "data_source": f"synthetic rank-1 ({exp_id})",
+                "model": {"depth": 3, "init_scale": 1e-3},
+            },
+            "rows": [{"method": "dmf", "seed": s, "recon_mse": 1e-5 * (s + 1)} for s in range(k)],
+            "claims": [
+                claim(
+                    f"{exp_id}-c{j}",
+                    f"claim {j} of {exp_id}",
+                    paper=0.5,
+                    measured=0.123 + j,
+                    holds=h,
+                )
+                for j, h in enumerate(holds)
+            ],
+            "figures": [name],
+        }
+
+    return types.SimpleNamespace(
+        ID=exp_id, TITLE=f"Fake {exp_id}", PAPER="Fake et al. 2019", run=run
+    )
+
+
+@pytest.fixture
+def fakes(monkeypatch):
+    RECEIVED.clear()
+    registry = {
+        "arora2019-completion": _fake("arora2019-completion"),
+        "arora2019-dynamics": _fake("arora2019-dynamics", holds=(True,)),
+        "razin2020-2x2": _fake("razin2020-2x2", fail=RuntimeError("boom: the fake failed")),
+        "razin2021-dynamics": _fake("razin2021-dynamics", holds=(True, True)),
+    }
+    monkeypatch.setattr(experiments, "EXPERIMENTS", registry)
+    return registry
+
+
+def _links(text: str) -> list[str]:
+    return re.findall(r"""(?:src|href)\s*=\s*["']([^"']*)["']""", text)
+
+
+def test_talk_report_end_to_end(tmp_path, fakes, capsys):
+    index = reproduce_talk(tmp_path, scale="quick")
+    out = capsys.readouterr().out
+    # progress: every experiment announced in the talk's order
+    assert [m for m in re.findall(r"\] (\S+): ", out)] == [
+        i for t in TALK for i in [t.id] * (2 if t.id in fakes else 1)
+    ]
+    st = {k: v["status"] for k, v in index["experiments"].items()}
+    assert list(st) == [t.id for t in TALK]
+    assert st["razin2020-2x2"] == "failed"
+    assert st["arora2019-sensing"] == "not available"
+    assert [k for k, v in st.items() if v == "ok"] == [
+        "arora2019-completion",
+        "arora2019-dynamics",
+        "razin2021-dynamics",
+    ]
+    # the failing one did not stop those after it
+    assert [r["id"] for r in RECEIVED] == [t.id for t in TALK if t.id in fakes]
+    assert index["claims"] == {"held": 4, "failed": 1, "not_judged": 1}
+    assert "boom" in (tmp_path / "razin2020-2x2" / "error.txt").read_text()
+
+    page = (tmp_path / "report.html").read_text()
+    md = (tmp_path / "report.md").read_text()
+    # self-contained: figures as data URIs, no external src/href
+    assert page.count("data:image/png;base64,") == 3
+    assert all(link.startswith(("data:", "#")) for link in _links(page))
+    assert "<link" not in page and "<script" not in page
+    # every section, in the talk's order
+    pos = [page.index(f'id="{t.id}"') for t in TALK]
+    assert pos == sorted(pos)
+    md_pos = [md.index(f"`{t.id}`") for t in TALK]
+    assert md_pos == sorted(md_pos)
+    # claims: every claim with its measured value and verdict
+    for exp_id in ("arora2019-completion", "arora2019-dynamics", "razin2021-dynamics"):
+        summary = json.loads((tmp_path / exp_id / "summary.json").read_text())
+        for c in summary["claims"]:
+            assert c["measured"] is not None
+            assert c["text"] in page and c["text"] in md
+            row = next(line for line in md.splitlines() if c["text"] in line)
+            assert f"{c['measured']:.4g}" in row
+            assert {True: "holds", False: "fails", None: "not judged"}[c["holds"]] in row
+        assert f"synthetic rank-1 ({exp_id})" in page  # data source
+        assert f"![{exp_id}-curve.png]({exp_id}/{exp_id}-curve.png)" in md
+    # failure with its traceback excerpt; header counts, version, commit, total time
+    assert "RuntimeError: boom: the fake failed" in page and "Traceback" in page
+    assert "RuntimeError: boom: the fake failed" in md
+    assert "4 held, 1 failed, 1 not judged" in md
+    assert "not registered" in page
+    meta = index["meta"]
+    assert f"factorflow {meta['factorflow']}" in md
+    assert str(meta["git_commit"] or "unknown") in page
+    assert "total time" in page and "seeds in the rows: [0, 1]" in page
+
+
+def test_only_runs_a_subset_and_passes_settings_through(tmp_path, fakes, monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)  # the fakes need no GPU
+    index = reproduce_talk(
+        tmp_path,
+        scale="paper",
+        seeds=3,
+        device="cuda",
+        only=["razin2021-dynamics", "arora2019-completion"],
+        log=None,
+    )
+    assert index["order"] == ["arora2019-completion", "razin2021-dynamics"]  # talk order
+    assert RECEIVED == [
+        {"id": i, "scale": "paper", "seeds": 3, "device": "cuda"} for i in index["order"]
+    ]
+    page = (tmp_path / "report.html").read_text()
+    assert 'id="razin2020-2x2"' not in page
+    assert "seeds in the rows: [0, 1, 2]" in page
+    with pytest.raises(ValueError, match="unknown experiments \\['nope'\\]"):
+        reproduce_talk(tmp_path, only=["nope"], log=None)
+
+
+def test_cli_reproduce_talk(tmp_path, fakes, capsys):
+    out = tmp_path / "talk"
+    ok = ["reproduce", "talk", "--out", str(out), "--only", "arora2019-dynamics"]
+    assert main(ok) == 0
+    text = capsys.readouterr().out
+    assert "[1/1] arora2019-dynamics" in text and "claims 1 held, 0 failed" in text
+    # a failed experiment makes the command exit 1 (the report is still written)
+    assert main(["reproduce", "talk", "--out", str(out), "--only", "razin2020-2x2"]) == 1
+    assert (out / "report.html").is_file()
+    assert main(["reproduce", "razin2021-dynamics", "--out", str(out), "--only", "x"]) == 2
+    assert "--only is for" in capsys.readouterr().err
+
+
+def test_missing_gpu_is_one_clear_error(tmp_path, fakes, monkeypatch, capsys):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    assert main(["reproduce", "talk", "--out", str(tmp_path), "--device", "cuda"]) == 2
+    assert "torch sees no CUDA GPU" in capsys.readouterr().err
+    assert RECEIVED == []
+
+
+def test_a_rerun_that_fails_does_not_show_old_results(tmp_path, fakes, monkeypatch):
+    reproduce_talk(tmp_path, only=["arora2019-completion"], log=None)
+    monkeypatch.setitem(
+        fakes, "arora2019-completion", _fake("arora2019-completion", fail=ValueError("now broken"))
+    )
+    index = reproduce_talk(tmp_path, only=["arora2019-completion"], log=None)
+    assert index["experiments"]["arora2019-completion"]["status"] == "failed"
+    assert index["claims"] == {"held": 0, "failed": 0, "not_judged": 0}
+    assert not (tmp_path / "arora2019-completion" / "summary.json").exists()
+    assert "data:image/png" not in (tmp_path / "report.html").read_text()
+
+
+def test_interrupt_leaves_a_report_of_what_finished(tmp_path, fakes, monkeypatch):
+    monkeypatch.setitem(
+        fakes, "arora2019-dynamics", _fake("arora2019-dynamics", fail=KeyboardInterrupt())
+    )
+    with pytest.raises(KeyboardInterrupt):
+        reproduce_talk(tmp_path, log=None)
+    index = json.loads((tmp_path / "talk.json").read_text())
+    st = {k: v["status"] for k, v in index["experiments"].items()}
+    assert st["arora2019-completion"] == "ok"
+    assert st["arora2019-dynamics"] == "interrupted"
+    assert st["razin2021-dynamics"] == "pending"
+    page = (tmp_path / "report.html").read_text()
+    assert "interrupted" in page and "claim 0 of arora2019-completion" in page
+    # the report can be redrawn from the files alone
+    (tmp_path / "report.html").unlink()
+    html_path, md_path = write_report(tmp_path)
+    assert html_path.read_text() == page
+
+
+def test_bad_arguments(tmp_path, fakes):
+    with pytest.raises(ValueError, match="scale"):
+        reproduce_talk(tmp_path, scale="huge", log=None)
+    with pytest.raises(ValueError, match="seeds"):
+        reproduce_talk(tmp_path, seeds=0, log=None)
+    with pytest.raises(FileNotFoundError, match="talk.json"):
+        write_report(tmp_path / "empty")
+
+
+def test_heartbeat_while_an_experiment_runs(tmp_path, fakes, monkeypatch):
+    slow = _fake("arora2019-dynamics")
+    fast_run = slow.run
+
+    def run(out_dir, **kw):
+        import time
+
+        time.sleep(0.35)
+        return fast_run(out_dir, **kw)
+
+    monkeypatch.setitem(
+        fakes, "arora2019-dynamics", types.SimpleNamespace(**{**vars(slow), "run": run})
+    )
+    lines: list[str] = []
+    reproduce_talk(tmp_path, only=["arora2019-dynamics"], log=lines.append, heartbeat_s=0.1)
+    beats = [line for line in lines if "still running" in line]
+    assert beats and beats[0].startswith("[1/1] arora2019-dynamics: still running, 0 s")
