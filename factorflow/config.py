@@ -77,6 +77,8 @@ class ProblemConfig:
             raise ValueError(f"problem.shape must be two positive sizes, got {self.shape}")
         if self.n_obs < 1:
             raise ValueError(f"problem.n_obs must be >= 1, got {self.n_obs}")
+        if self.kind in ("synthetic", "sensing") and not 1 <= self.rank <= min(self.shape):
+            raise ValueError(f"problem.rank must be in [1, {min(self.shape)}], got {self.rank}")
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,12 @@ class ModelConfig:
             raise ValueError(f"model.init_scale must be > 0, got {self.init_scale}")
         if self.width < 0:
             raise ValueError(f"model.width must be >= 0, got {self.width}")
+        if self.det_sign not in (-1, 0, 1):
+            raise ValueError(f"model.det_sign must be -1, 0 or 1, got {self.det_sign}")
+        from factorflow.factorizations.dmf import DMF_INITS
+
+        if self.init not in DMF_INITS:
+            raise ValueError(f"unknown model.init {self.init!r}; choose one of {list(DMF_INITS)}")
 
 
 @dataclass(frozen=True)
@@ -122,6 +130,14 @@ class OptimizerConfig:
             )
         if self.name != "flow" and not self.lr > 0:
             raise ValueError(f"optimizer.lr must be > 0, got {self.lr}")
+        from factorflow.dynamics.train import FLOW_METHODS
+
+        if self.method != "auto" and self.method not in FLOW_METHODS:
+            raise ValueError(
+                f"unknown optimizer.method {self.method!r}; choose auto or one of {sorted(FLOW_METHODS)}"
+            )
+        if not (self.rtol > 0 and self.atol > 0 and self.eps > 0 and 0 <= self.beta < 1):
+            raise ValueError("optimizer rtol, atol, eps must be > 0 and beta in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -133,6 +149,18 @@ class StopConfig:
     max_time: float = 0.0
     max_evals: int = 0
     max_wall_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("loss_below", "max_steps", "max_time", "max_evals", "max_wall_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(
+                    f"stop.{name} must be >= 0 (0 = no limit), got {getattr(self, name)}"
+                )
+        if not any(
+            getattr(self, n)
+            for n in ("loss_below", "max_steps", "max_time", "max_evals", "max_wall_s")
+        ):
+            raise ValueError("the stop rule needs at least one nonzero limit")
 
 
 @dataclass(frozen=True)
@@ -201,7 +229,8 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
     if origin is tuple:
         if not isinstance(value, list | tuple):
             raise ValueError(f"config key {key!r} must be a list, got {value!r}")
-        return tuple(value)
+        elem = [a for a in typ.__args__ if a is not Ellipsis][0]
+        return tuple(_coerce(v, elem, f"{key}[{i}]") for i, v in enumerate(value))
     if typ is bool:
         if not isinstance(value, bool):
             raise ValueError(f"config key {key!r} must be true or false, got {value!r}")

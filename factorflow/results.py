@@ -26,6 +26,9 @@ from typing import Any
 
 import numpy as np
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 __all__ = ["Run", "jsonable", "load_run", "run_metadata", "write_json", "write_run"]
 
 
@@ -56,6 +59,7 @@ def write_json(path: Path, data: Any) -> None:
     with os.fdopen(fd, "w") as f:
         json.dump(jsonable(data), f, indent=2, allow_nan=False)
         f.write("\n")
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; respect the umask like open() would
     os.replace(tmp, path)
 
 
@@ -125,6 +129,7 @@ def write_run(
         np.savez_compressed(
             tmp / "factors.npz", **{f"factor_{j}": np.asarray(f) for j, f in enumerate(factors)}
         )
+        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700
         if run_dir.exists():
             shutil.rmtree(run_dir)
         os.replace(tmp, run_dir)

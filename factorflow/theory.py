@@ -49,27 +49,24 @@ def singular_value_rates(
     return measured, predicted
 
 
-def _mat_power_psd(M: torch.Tensor, p: float) -> torch.Tensor:
-    evals, evecs = torch.linalg.eigh(M)
-    evals = evals.clamp_min(0.0)
-    return (evecs * evals.pow(p).unsqueeze(-2)) @ evecs.transpose(-1, -2)
-
-
 def end_to_end_flow_field(W: torch.Tensor, grad_W: torch.Tensor, depth: int) -> torch.Tensor:
     """-sum_{j=1..N} (W W^T)^((j-1)/N) grad_W (W^T W)^((N-j)/N), shape of W (Arora, Cohen,
-    Hazan 2018, eq. 7): the end-to-end velocity under gradient flow from balanced init."""
+    Hazan 2018, eq. 7): the end-to-end velocity under gradient flow from balanced init.
+
+    The fractional powers come from the thin SVD W = U S V^T: (W W^T)^a = U S^(2a) U^T and
+    (W^T W)^b = V S^(2b) V^T (exact zeros stay zero, also for rectangular or low-rank W);
+    a power 0 is the identity."""
     N = depth
-    A = W @ W.transpose(-1, -2)
-    B = W.transpose(-1, -2) @ W
+    U, S, Vh = torch.linalg.svd(W, full_matrices=False)
+    V = Vh.transpose(-1, -2)
     out = torch.zeros_like(W)
     for j in range(1, N + 1):
-        left = _mat_power_psd(A, (j - 1) / N) if j > 1 else None
-        right = _mat_power_psd(B, (N - j) / N) if j < N else None
+        a, b = (j - 1) / N, (N - j) / N
         term = grad_W
-        if left is not None:
-            term = left @ term
-        if right is not None:
-            term = term @ right
+        if a > 0:
+            term = (U * S.pow(2 * a).unsqueeze(-2)) @ (U.transpose(-1, -2) @ term)
+        if b > 0:
+            term = (term @ V) @ (S.pow(2 * b).unsqueeze(-1) * Vh)
         out = out - term
     return out
 

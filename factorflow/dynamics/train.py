@@ -183,8 +183,9 @@ def _discrete(params, loss_fn, opt, stop, schedule, probes, progress, desc) -> T
             for b in bad:
                 last = float(prev_loss[b]) if prev_loss is not None else float("nan")
                 st.end(b, "diverged", last, max(step - 1, 0), max(step - 1, 0) * dt)
+            if prev_loss is not None:  # every run's state at the previous step, correctly labelled
+                rec.add(step - 1, (step - 1) * dt, prev_params, prev_loss)
             L = torch.where(mask, prev_loss if prev_loss is not None else L, L)
-            rec.add(max(step - 1, 0), max(step - 1, 0) * dt, params, L)
         if stop.loss_below is not None:
             done = st.active & (L <= stop.loss_below)
             for b in done.nonzero().flatten().tolist():
