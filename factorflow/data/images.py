@@ -289,6 +289,8 @@ def _locate(dataset: str, data_dir: str | os.PathLike[str] | None) -> tuple[dict
         roots.append((f"${ENV_VAR}", Path(env)))
     else:
         searched.append(f"${ENV_VAR} (not set)")
+    # the downloader's default destination (what scripts/setup.sh fills on machines without apt)
+    roots.append(("download cache", _default_download_dir(None)))
     for label, root in roots:
         for folder in _candidate_dirs(root, dataset):
             searched.append(f"{folder} ({label})")
@@ -797,3 +799,68 @@ def make_variant(
             y = permute_labels(y, generator)
         out += [idx, y]
     return out[0], out[1], out[2], out[3]
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def _cli(argv: Sequence[str] | None = None) -> int:
+    """``python -m factorflow.data.images download DATASET [--dir DIR]``: :func:`download`.
+
+    ``--dir`` defaults to ``$FACTORFLOW_DATA_DIR``, else ``~/.cache/factorflow`` (the folder
+    ``load_images(..., allow_download=True)`` uses; to load from it later pass it as
+    ``data_dir`` or set ``$FACTORFLOW_DATA_DIR``). ``--base-url`` (repeatable)
+    replaces the mirrors; ``--checksum NAME=HEX`` (repeatable, all four files) replaces the
+    embedded md5s. Prints the folder holding the files; exit status 1 on a download or checksum
+    error (the message names the file), 2 on bad arguments.
+    """
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(
+        prog="python -m factorflow.data.images",
+        description="Fetch the IDX files of MNIST or Fashion-MNIST, checksum-verified.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("download", help="download the four gzipped IDX files of a dataset")
+    d.add_argument("dataset", choices=DATASETS)
+    d.add_argument(
+        "--dir",
+        default=None,
+        help=f"destination root (files go to DIR/DATASET/); default ${ENV_VAR}, else "
+        "~/.cache/factorflow",
+    )
+    d.add_argument("--base-url", action="append", default=None, help="mirror URL (repeatable)")
+    d.add_argument(
+        "--checksum",
+        action="append",
+        default=None,
+        metavar="NAME=HEX",
+        help="md5 or sha256 of a .gz file, replacing the embedded ones (repeatable)",
+    )
+    d.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+    args = p.parse_args(argv)
+    checksums = None
+    if args.checksum:
+        checksums = {}
+        for item in args.checksum:
+            name, sep, digest = item.partition("=")
+            if not sep or not name or not digest:
+                p.error(f"--checksum expects NAME=HEX, got {item!r}")
+            checksums[name.strip()] = digest.strip()
+    dest = _default_download_dir(args.dir)
+    try:
+        folder = download(
+            args.dataset, dest, base_url=args.base_url, timeout=args.timeout, checksums=checksums
+        )
+    except (DownloadError, ValueError, OSError) as exc:
+        print(f"download failed: {exc}", file=sys.stderr)
+        return 1
+    print(folder)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover - exercised through a subprocess in the tests
+    import sys
+
+    sys.exit(_cli())
