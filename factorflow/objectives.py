@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from factorflow.factorizations.cp import cp_predict
+from factorflow.factorizations.cp import cp_completion_residuals
 from factorflow.factorizations.dmf import dmf_factor_gradients, end_to_end
 from factorflow.losses import LOSS_GRADS, get_loss
 from factorflow.problems.completion import Completion
@@ -71,11 +71,7 @@ class CPObjective:
 
     def residuals(self, factors: Sequence[torch.Tensor]) -> torch.Tensor:
         """``(B, m)``: CP prediction at the observed entries minus the observed values."""
-        if len(factors) != self.obs.order:
-            raise ValueError(
-                f"{len(factors)} factors for an order-{self.obs.order} tensor of shape {self.obs.shape}"
-            )
-        return cp_predict(factors, self.obs.indices) - self.obs.values
+        return cp_completion_residuals(factors, self.obs)  # checks order and mode sizes
 
     def __call__(self, factors: Sequence[torch.Tensor]) -> torch.Tensor:
         return get_loss(self.loss)(self.residuals(factors))

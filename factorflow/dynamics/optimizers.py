@@ -27,6 +27,7 @@ class GD:
     """Plain full-batch gradient descent: theta <- theta - lr * g."""
 
     lr: float
+    name = "gd"
 
     def init_state(self, params: Params) -> dict:
         return {}
@@ -47,6 +48,7 @@ class GroupRMSProp:
     lr: float
     beta: float = 0.99
     eps: float = 1e-4
+    name = "group_rmsprop"
 
     def init_state(self, params: Params) -> dict:
         return {
@@ -69,6 +71,7 @@ class Adam:
     beta1: float = 0.9
     beta2: float = 0.999
     eps: float = 1e-8
+    name = "adam"
 
     def init_state(self, params: Params) -> dict:
         return {

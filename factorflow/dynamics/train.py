@@ -219,7 +219,7 @@ def _discrete(params, loss_fn, opt, stop, schedule, probes, progress, desc) -> T
             bar.update(1000)
             bar.set_postfix(loss=f"{float(L[st.active].max()):.3e}", refresh=False)
     bar.close()
-    name = {GD: "gd", GroupRMSProp: "group_rmsprop", Adam: "adam"}[type(opt)]
+    name = getattr(opt, "name", type(opt).__name__)
     return TrainResult(
         params,
         st.status,
