@@ -81,15 +81,19 @@ def max_relative_error(
     return float(rel.max()) if rel.numel() else math.nan
 
 
-def w11_lower_bound(loss: float) -> float:
+def w11_lower_bound(loss):  # float or np.ndarray -> same
     """Razin & Cohen 2020 2x2 problem, half_sse loss l < 1/2, det(W) > 0:
-    |w11| >= (1 - sqrt(2 l))^2 / sqrt(2 l).
+    |w11| >= (1 - sqrt(2 l))^2 / sqrt(2 l). Accepts a float or an array of losses.
 
     Derivation: the residuals r12, r21, r22 satisfy r12^2 + r21^2 + r22^2 = 2 l, so each |r| <=
     sqrt(2l) =: e. det W = w11 w22 - w12 w21 > 0 with |w22| <= e and w12 w21 >= (1 - e)^2 gives
     |w11| e >= |w11 w22| > w12 w21 >= (1 - e)^2.
     """
-    if not 0 < loss < 0.5:
+    import numpy as np
+
+    arr = np.asarray(loss, dtype=np.float64)
+    if not np.all((arr > 0) & (arr < 0.5)):
         raise ValueError(f"the bound needs 0 < loss < 1/2, got {loss}")
-    e = math.sqrt(2 * loss)
-    return (1 - e) ** 2 / e
+    e = np.sqrt(2 * arr)
+    out = (1 - e) ** 2 / e
+    return float(out) if out.ndim == 0 else out

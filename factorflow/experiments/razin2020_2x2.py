@@ -718,9 +718,7 @@ def _claims(
         m, loss = o["metrics"], o["traj"]["loss"]
         sel = (m["det"] > 0) & (loss < 0.5) & (loss > 0)
         if np.any(sel):
-            e = np.sqrt(2 * loss[sel])
-            bound = (1 - e) ** 2 / e
-            ratios.append(m["abs_w11"][sel] / bound)
+            ratios.append(m["abs_w11"][sel] / w11_lower_bound(loss[sel]))
     if ratios:
         r_all = np.concatenate(ratios)
         claims.append(
