@@ -12,7 +12,8 @@
    another. Target: >= 3x on 2 cores.
 
 Both comparisons run in this one process, back to back, on one torch thread unless
-``--threads`` says otherwise. Prints a table and writes ``benchmarks/results/engine_100x100.json``.
+``--threads`` says otherwise. Prints a table and writes
+``benchmarks/results/engine_100x100[_flow|_batch]_threads<T>.json``.
 
     python benchmarks/bench_engine_100x100.py [--gd-steps N] [--threads T] [--skip-batch]
 """
@@ -175,7 +176,10 @@ def main() -> None:
             f"speedup {r['speedup']:.2f}x (target >= 3x)"
         )
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / "engine_100x100.json"
+    parts = (
+        "" if not (args.skip_flow or args.skip_batch) else ("_batch" if args.skip_flow else "_flow")
+    )
+    path = RESULTS / f"engine_100x100{parts}_threads{args.threads}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {path.name}")
 

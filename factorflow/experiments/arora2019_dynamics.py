@@ -243,15 +243,17 @@ class RatingsDMF:
             Mt.index_add_(1, cc, top[:, rr, :] * gs)
         return losses, [*dmf_factor_gradients(ps[:-1], Mt.transpose(1, 2)), gtop]
 
-    def singular_values(self, ps: Sequence[torch.Tensor], k: int = 10) -> torch.Tensor:
-        """Top ``k`` singular values (B, k) of the full end-to-end matrix."""
+    def singular_values(self, ps: Sequence[torch.Tensor], k: int | None = 10) -> torch.Tensor:
+        """Top ``k`` (all when None) singular values (B, k) of the full end-to-end matrix, from
+        the eigenvalues of W^T W (n_short x n_short; values below ~1e-8 sigma_1 are rounding)."""
         top = ps[-1]
         G = top.transpose(1, 2) @ top + self._frozen_gram
         if len(ps) > 1:
             C = end_to_end(ps[:-1])
             G = C.transpose(1, 2) @ G @ C
         G = 0.5 * (G + G.transpose(1, 2))
-        return torch.linalg.eigvalsh(G).flip(-1)[:, :k].clamp_min(0.0).sqrt()
+        s = torch.linalg.eigvalsh(G).flip(-1).clamp_min(0.0).sqrt()
+        return s if k is None else s[:, :k]
 
     def predict(
         self, ps: Sequence[torch.Tensor], users: torch.Tensor, items: torch.Tensor
@@ -569,6 +571,10 @@ def _ratings(
     )
     users, items = test_obs.indices[:, 0], test_obs.indices[:, 1]
     test_y = test_obs.values.to(dtype=dtype, device=dev)
+    # held-out ratings whose user and movie both have a training rating (the others are
+    # predicted from rows/columns that never moved from the ~0 init)
+    seen = torch.isin(users, train_obs.indices[:, 0]) & torch.isin(items, train_obs.indices[:, 1])
+    seen = seen.to(dev)
     rows: list[dict[str, Any]] = []
     arrays: dict[str, np.ndarray] = {}
     for depth in s.ratings_depths:
@@ -610,6 +616,10 @@ def _ratings(
         arrays[f"{key}_test_mse"] = tr.values["test_mse"]
         final_sv = tr.values["singular_values"][-1]
         final_test = float(tr.values["test_mse"][-1])
+        sq = (model.predict(res.params, users, items)[0] - test_y).square()
+        spectrum = model.singular_values(res.params, None)[0]
+        init_fro = float(model.singular_values(model.params0, None)[0].square().sum().sqrt())
+        test_seen = float(sq[seen].mean()) if bool(seen.any()) else math.nan
         rows.append(
             {
                 "part": "ratings",
@@ -622,6 +632,7 @@ def _ratings(
                 "n_test": int(test_obs.n_obs),
                 "init": "identity",
                 "init_scale": s.ratings_init_scale,
+                "init_fro_norm": init_fro,
                 "optimizer": "flow",
                 "seed": s.split_seed,
                 "status": res.status[0],
@@ -631,8 +642,12 @@ def _ratings(
                 "wall_s": float(res.wall_s),
                 "test_mse": final_test,
                 "test_rmse": math.sqrt(final_test),
+                "n_test_seen": int(seen.sum()),
+                "test_rmse_seen": math.sqrt(test_seen),
                 "train_rmse": math.sqrt(float(res.final_loss[0])),
                 "singular_values": final_sv.tolist(),
+                "nuclear_norm": float(spectrum.sum()),
+                "effective_rank": float(metrics.effective_rank(spectrum, from_spectrum=True)),
                 "sigma1_over_sigma2": float(final_sv[0] / final_sv[1])
                 if final_sv[1] > 0
                 else math.inf,
@@ -641,7 +656,8 @@ def _ratings(
         log(
             f"ratings depth {depth}: {res.status[0]} at t = {res.time[0]:.4g} "
             f"({res.n_evals} evals, {res.wall_s:.1f} s), train mse {res.final_loss[0]:.4f}, "
-            f"test mse {final_test:.4f}, top sv {np.round(final_sv[:3], 2).tolist()}"
+            f"test mse {final_test:.4f} (seen users and movies {test_seen:.4f}), "
+            f"top sv {np.round(final_sv[:3], 2).tolist()}"
         )
     np.savez_compressed(out_dir / "dynamics_ratings.npz", **arrays)
     return rows, arrays
@@ -808,6 +824,9 @@ def dynamics_claims(
                     "sigma1_over_sigma2": ratio,
                     "sigma1": {f"depth{r['depth']}": r["singular_values"][0] for r in ratings_rows},
                     "test_rmse": tests,
+                    "test_rmse_seen": {
+                        f"depth{r['depth']}": r["test_rmse_seen"] for r in ratings_rows
+                    },
                     "status": {f"depth{r['depth']}": r["status"] for r in ratings_rows},
                     "end_time": {f"depth{r['depth']}": r["time"] for r in ratings_rows},
                 },
