@@ -635,7 +635,8 @@ def run(
     options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run the experiment at ``scale`` (``options`` override :class:`DynamicsConfig` fields) and
-    return the summary (rows, claims, figures); trajectories go to ``out_dir/traj_*.npz``."""
+    return the summary (config, rows, claims, figures, theorem_checks); trajectories go to
+    ``out_dir/traj_*.npz`` and ``out_dir/theorem_*.npz``, figures are drawn from those."""
     from factorflow.fit import resolve_device
     from factorflow.plotting.tensor_dynamics import (
         plot_component_norms,
@@ -654,7 +655,6 @@ def run(
 
     rows: list[dict[str, Any]] = []
     checks: list[dict[str, Any]] = []
-    traj_files: list[str] = []
     for seed in seed_list:
         gen = torch.Generator().manual_seed(seed)
         W_star, U = low_rank_tensor(cfg.dims, cfg.target_rank, generator=gen, dtype=dtype)
@@ -743,7 +743,6 @@ def run(
                     if r.info.get("switch_time") is None
                     else r.info["switch_time"],
                 )
-                traj_files.append(name)
                 flow_rate = r.rate_err[(r.phase == 0) & np.isfinite(r.rate_err)]
                 gd_rate = r.rate_err[(r.phase == 1) & np.isfinite(r.rate_err)]
                 row = {

@@ -59,7 +59,7 @@ def plot_component_norms(
         tr = load_trajectory(out_dir / r["trajectory"])
         ax, axl = grid[0][j], grid[1][j]
         for a in (ax, axl):
-            a.grid(True, which="both", alpha=0.25)
+            a.grid(True, alpha=0.25)
         t = tr["time"]
         ax.plot(t, tr["top_c"], lw=1.2)
         axl.semilogy(t, np.maximum(tr["loss"], 1e-300), color="k", lw=1.0)
