@@ -16,6 +16,15 @@ Both comparisons run in this one process, back to back, on one torch thread unle
 ``benchmarks/results/engine_100x100[_flow|_batch]_threads<T>.json``.
 
     python benchmarks/bench_engine_100x100.py [--gd-steps N] [--threads T] [--skip-batch]
+
+Measured (2 shared cores, one thread, ``engine_100x100_threads1.json``): flow 4.0 s (1394
+evaluations, 223 steps) vs GD 453 s for the full 2e5 steps: 115x; the largest checkpoint
+difference 6.5e-4 of sigma_1 (at t = 800, just before the first jump; 2.5e-4 at t = 1000 in the
+middle of the jumps of sigma_2 and sigma_3). Batching: 81.1 s batched vs 95.7 s one after
+another, 1.18x, short of the 3x target: on one thread the 16 runs are compute-bound (8 products
+of 100x100 matrices per run and step), so a batch saves only the per-step Python and dispatch
+overhead; two threads on the two shared cores were far slower for both (the run did not finish
+in 20 minutes), so the parallelism a batch could use is not there on this machine.
 """
 
 from __future__ import annotations

@@ -74,6 +74,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
             device=args.device,
             only=only,
             options=options,
+            jobs=_talk_jobs(args.jobs, args.device),
         )
         c = index["claims"]
         statuses = [e["status"] for e in index["experiments"].values()]
@@ -196,6 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--dataset", default=None, help="data set, for experiments that take one")
     rp.add_argument("--data-dir", default=None, help="where the data files are")
     rp.add_argument("--only", metavar="ID,ID", help="talk: run only these experiments")
+    rp.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="talk: experiments run at once, one process each (default: the number of CPU "
+        "cores, at most 8; 1 on a GPU)",
+    )
     rp.set_defaults(func=_cmd_reproduce)
 
     sw = sub.add_parser("sweep", help="run a grid of configs ([base] + [grid] TOML), resumable")
@@ -222,6 +230,21 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--all", action="store_true", help="print every column")
     rs.set_defaults(func=_cmd_runs)
     return p
+
+
+def _talk_jobs(jobs: int | None, device: str) -> int:
+    """``--jobs`` for the talk: as given (>= 1), else one process per core (at most the 8
+    experiments) on CPU, and 1 on a GPU (the experiments would share one device)."""
+    import os
+
+    if jobs is not None:
+        if jobs < 1:
+            raise ValueError(f"--jobs must be >= 1, got {jobs}")
+        return jobs
+    if device != "cpu":
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cores or 1, 8))
 
 
 def _set_threads() -> None:

@@ -53,11 +53,6 @@ TALK: tuple[TalkItem, ...] = (
         "Singular value dynamics of deep matrix factorization (Arora et al. 2019)",
     ),
     TalkItem(
-        "arora2019-sensing",
-        "Matrix completion vs nuclear norm",
-        "Matrix sensing: deep factorization vs nuclear norm (Arora et al. 2019, appendix)",
-    ),
-    TalkItem(
         "razin2020-2x2",
         "Determinant and norms",
         "Norms are not the implicit regularizer: the 2x2 completion (Razin & Cohen 2020)",
@@ -136,6 +131,138 @@ def _heartbeat(
         thread.join()
 
 
+#: Measured wall seconds of each experiment at quick scale on one core of the reference machine
+#: (README); only used to start the longest experiments first when ``jobs > 1``.
+QUICK_SECONDS: dict[str, float] = {
+    "arora2019-completion": 120.0,
+    "arora2019-dynamics": 330.0,
+    "razin2020-2x2": 55.0,
+    "razin2020-perturbed": 30.0,
+    "razin2020-tensor-recovery": 60.0,
+    "razin2021-dynamics": 100.0,
+    "razin2021-natural-rank": 85.0,
+}
+
+
+#: How worker processes start (``jobs > 1``): "spawn" (a fresh interpreter: safe with torch's
+#: thread pools and with CUDA).
+MP_CONTEXT = "spawn"
+
+
+def _run_experiment(
+    exp_id: str,
+    exp_dir: Path,
+    scale: str,
+    seeds: int | None,
+    device: str,
+    options: dict[str, Any] | None,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Run one experiment; return the index entry's update (status, elapsed_s, claims or the
+    error and a traceback excerpt). A failure is written to ``exp_dir/error.txt``. With
+    ``threads`` (a worker process) torch's thread count is set and the printed progress goes to
+    ``exp_dir/log.txt``."""
+    import sys
+
+    from factorflow import experiments
+
+    t0 = time.perf_counter()
+    redirect: Any = contextlib.nullcontext()
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+        log_file = open(exp_dir / "log.txt", "w", buffering=1)  # noqa: SIM115
+        redirect = contextlib.ExitStack()
+        redirect.enter_context(log_file)
+        redirect.enter_context(contextlib.redirect_stdout(log_file))
+        redirect.enter_context(contextlib.redirect_stderr(log_file))
+    with redirect:
+        try:
+            summary = experiments.reproduce(
+                exp_id, exp_dir, scale=scale, seeds=seeds, device=device, options=options
+            )
+        except Exception as e:
+            tb = traceback.format_exc()
+            (exp_dir / "error.txt").write_text(tb)
+            if threads is not None:
+                print(tb, file=sys.stderr)
+            return {
+                "status": "failed",
+                "elapsed_s": time.perf_counter() - t0,
+                "error": f"{type(e).__name__}: {e}",
+                "traceback": _excerpt(tb),
+            }
+    return {
+        "status": "ok",
+        "elapsed_s": time.perf_counter() - t0,
+        "claims": claim_counts(summary.get("claims", [])),
+    }
+
+
+def _run_parallel(
+    todo: list[tuple[int, TalkItem]],
+    jobs: int,
+    args: tuple[Any, ...],
+    started: Callable[[int, TalkItem], Path],
+    finished: Callable[[int, TalkItem, dict[str, Any]], None],
+    index: dict[str, Any],
+    save: Callable[[], None],
+    log: Callable[[str], None] | None,
+    heartbeat_s: float,
+    t_start: float,
+) -> None:
+    """Run ``todo`` on ``jobs`` spawned worker processes, longest first."""
+    import concurrent.futures as cf
+    import multiprocessing
+
+    import torch
+
+    threads = torch.get_num_threads()
+    order = sorted(todo, key=lambda kt: -QUICK_SECONDS.get(kt[1].id, 0.0))
+    running: dict[cf.Future[dict[str, Any]], tuple[int, TalkItem, float]] = {}
+    pending = list(order)
+    ctx = multiprocessing.get_context(MP_CONTEXT)
+    with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+        try:
+            while pending or running:
+                while pending and len(running) < jobs:
+                    k, t = pending.pop(0)
+                    exp_dir = started(k, t)
+                    fut = pool.submit(_run_experiment, t.id, exp_dir, *args, threads)
+                    running[fut] = (k, t, time.perf_counter())
+                done, _ = cf.wait(
+                    running,
+                    timeout=heartbeat_s if heartbeat_s > 0 else None,
+                    return_when=cf.FIRST_COMPLETED,
+                )
+                if not done and log:
+                    now = time.perf_counter()
+                    what = ", ".join(f"{t.id} {now - t0:.0f} s" for k, t, t0 in running.values())
+                    log(f"still running: {what} (total elapsed {now - t_start:.0f} s)")
+                for fut in done:
+                    k, t, t0 = running.pop(fut)
+                    try:
+                        outcome = fut.result()
+                    except Exception as e:  # the worker process itself died
+                        outcome = {
+                            "status": "failed",
+                            "elapsed_s": time.perf_counter() - t0,
+                            "error": f"worker process failed: {type(e).__name__}: {e}",
+                            "traceback": "",
+                        }
+                    finished(k, t, outcome)
+        except KeyboardInterrupt:
+            for fut, (_k, t, t0) in running.items():
+                fut.cancel()
+                index["experiments"][t.id].update(
+                    status="interrupted", elapsed_s=time.perf_counter() - t0
+                )
+            save()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
+
 def claim_counts(claims: Sequence[dict[str, Any]]) -> dict[str, int]:
     """Numbers of claims that held, failed, and could not be judged (``holds`` None)."""
     held = sum(1 for c in claims if c.get("holds") is True)
@@ -153,13 +280,17 @@ def reproduce_talk(
     options: dict[str, Any] | None = None,
     log: Callable[[str], None] | None = print,
     heartbeat_s: float = 60.0,
+    jobs: int = 1,
 ) -> dict[str, Any]:
     """Run the talk's experiments (or ``only`` those ids, in the talk's order) into
     ``out_dir/<id>/``, then write ``out_dir/report.html`` and ``out_dir/report.md``.
 
     ``scale``, ``seeds``, ``device`` and ``options`` go to every experiment. Progress goes to
     ``log``: a line when each experiment starts and ends, and every ``heartbeat_s`` seconds
-    while one runs (0: never). Returns the index
+    while one runs (0: never). ``jobs`` > 1 runs that many experiments at once, each in its own
+    process (spawned, with this process's number of torch threads; its printed progress goes to
+    ``out_dir/<id>/log.txt``), longest first by :data:`QUICK_SECONDS`; the results are the same
+    as with ``jobs=1`` (every experiment seeds its own generators). Returns the index
     written to ``out_dir/talk.json``: ``{"scale", "device", "seeds", "meta", "order",
     "experiments": {id: {"status": ok|failed|not available|interrupted, "elapsed_s", ...}},
     "total_s", "claims": {"held", "failed", "not_judged"}}``."""
@@ -206,15 +337,19 @@ def reproduce_talk(
 
     save()
     n = len(items)
-    for k, t in enumerate(items, 1):
+
+    def available(k: int, t: TalkItem) -> bool:
+        if index["experiments"][t.id]["status"] != "not available":
+            return True
+        if log:
+            log(f"[{k}/{n}] {t.id}: not available (not registered), skipped")
+        return False
+
+    def started(k: int, t: TalkItem) -> Path:
         entry = index["experiments"][t.id]
-        if entry["status"] == "not available":
-            if log:
-                log(f"[{k}/{n}] {t.id}: not available (not registered), skipped")
-            continue
         exp_dir = out / t.id
         exp_dir.mkdir(parents=True, exist_ok=True)
-        for stale in ("summary.json", "error.txt"):
+        for stale in ("summary.json", "error.txt", "log.txt"):
             (exp_dir / stale).unlink(missing_ok=True)
         if log:
             log(
@@ -222,37 +357,44 @@ def reproduce_talk(
                 f"(total elapsed {time.perf_counter() - t_start:.0f} s)"
             )
         entry["status"] = "running"
-        t0 = time.perf_counter()
-        try:
-            with _heartbeat(log, heartbeat_s, f"[{k}/{n}] {t.id}: still running", t0, t_start):
-                summary = experiments.reproduce(
-                    t.id, exp_dir, scale=scale, seeds=seeds, device=device, options=options
-                )
-        except KeyboardInterrupt:
-            entry.update(status="interrupted", elapsed_s=time.perf_counter() - t0)
-            save()
-            raise
-        except Exception as e:
-            tb = traceback.format_exc()
-            (exp_dir / "error.txt").write_text(tb)
-            entry.update(
-                status="failed",
-                elapsed_s=time.perf_counter() - t0,
-                error=f"{type(e).__name__}: {e}",
-                traceback=_excerpt(tb),
+        return exp_dir
+
+    def finished(k: int, t: TalkItem, outcome: dict[str, Any]) -> None:
+        entry = index["experiments"][t.id]
+        entry.update(outcome)
+        if log and entry["status"] == "failed":
+            log(f"[{k}/{n}] {t.id}: FAILED after {entry['elapsed_s']:.1f} s: {entry['error']}")
+        elif log:
+            counts = entry["claims"]
+            log(
+                f"[{k}/{n}] {t.id}: done in {entry['elapsed_s']:.1f} s; claims "
+                f"{counts['held']} held, {counts['failed']} failed, "
+                f"{counts['not_judged']} not judged"
             )
-            if log:
-                log(f"[{k}/{n}] {t.id}: FAILED after {entry['elapsed_s']:.1f} s: {entry['error']}")
-        else:
-            counts = claim_counts(summary.get("claims", []))
-            entry.update(status="ok", elapsed_s=time.perf_counter() - t0, claims=counts)
-            if log:
-                log(
-                    f"[{k}/{n}] {t.id}: done in {entry['elapsed_s']:.1f} s; claims "
-                    f"{counts['held']} held, {counts['failed']} failed, "
-                    f"{counts['not_judged']} not judged"
-                )
         save()
+
+    n_available = sum(index["experiments"][t.id]["status"] != "not available" for t in items)
+    jobs = max(1, min(int(jobs), n_available))
+    args = (scale, seeds, device, options)
+    if jobs == 1:
+        for k, t in enumerate(items, 1):
+            if not available(k, t):
+                continue
+            exp_dir = started(k, t)
+            t0 = time.perf_counter()
+            try:
+                with _heartbeat(log, heartbeat_s, f"[{k}/{n}] {t.id}: still running", t0, t_start):
+                    outcome = _run_experiment(t.id, exp_dir, *args)
+            except KeyboardInterrupt:
+                index["experiments"][t.id].update(
+                    status="interrupted", elapsed_s=time.perf_counter() - t0
+                )
+                save()
+                raise
+            finished(k, t, outcome)
+    else:
+        todo = [(k, t) for k, t in enumerate(items, 1) if available(k, t)]
+        _run_parallel(todo, jobs, args, started, finished, index, save, log, heartbeat_s, t_start)
     index["claims"] = claim_counts(
         [c for s in _load_summaries(out, index).values() for c in s.get("claims", [])]
     )

@@ -11,7 +11,9 @@ from factorflow.baselines.nuclear_norm import (
     NuclearNormResult,
     SolverError,
     nuclear_norm_min,
+    nuclear_norm_min_admm,
     nuclear_norm_min_sensing,
+    nuclear_norm_min_sensing_admm,
 )
 from factorflow.problems.completion import Completion, sample_indices
 
@@ -162,3 +164,56 @@ def test_paper_scale_completion_is_accurate() -> None:
     assert res.max_violation < 1e-6
     assert res.objective <= torch.linalg.matrix_norm(W, "nuc").item() + 1e-6
     assert np.mean((res.X - W.numpy()) ** 2) < 0.2
+
+
+# ------------------------------------------------------------------------------ ADMM solvers
+
+
+@pytest.mark.parametrize(("n_obs", "tol"), [(70, 1e-3), (90, 0.0)])
+def test_admm_completion_matches_scs(n_obs: int, tol: float) -> None:
+    # (70, 0.0) is an instance where the minimizer has rank 6 of 10 and ADMM converges
+    # sublinearly (not to 1e-8 in 20,000 iterations): it raises there, as it should.
+    d1, d2 = 12, 10
+    M = _low_rank(d1, d2, 2, seed=4)
+    g = torch.Generator().manual_seed(5)
+    obs = _completion(M, sample_indices((d1, d2), n_obs, g).numpy())
+    ref = nuclear_norm_min(obs, tol=tol, eps=1e-8)
+    res = nuclear_norm_min_admm(obs, tol=tol, eps=1e-8)
+    assert res.status == "optimal" and res.solver == "ADMM"
+    assert res.objective == pytest.approx(ref.objective, rel=1e-6)
+    assert np.linalg.norm(res.X - ref.X) <= 1e-4 * np.linalg.norm(ref.X)
+    assert res.max_violation <= 1e-6
+    assert res.objective == pytest.approx(np.linalg.norm(res.X, "nuc"))
+
+
+@pytest.mark.parametrize(("d", "m", "tol"), [(20, 110, 1e-3), (20, 110, 0.0), (10, 150, 1e-3)])
+def test_admm_sensing_matches_scs(d: int, m: int, tol: float) -> None:
+    # m = 150 > d1 d2 = 100 takes the other branch of the X-step (a Cholesky of I + A^T A)
+    rng = np.random.default_rng(6)
+    W = _low_rank(d, d, 2, seed=7)
+    W *= d / np.linalg.norm(W)
+    A = rng.standard_normal((m, d, d)) / d
+    y = np.einsum("mij,ij->m", A, W)
+    ref = nuclear_norm_min_sensing(A, y, tol=tol, eps=1e-8)
+    res = nuclear_norm_min_sensing_admm(torch.tensor(A), torch.tensor(y), tol=tol, eps=1e-8)
+    assert res.status == "optimal" and res.solver == "ADMM"
+    assert res.objective == pytest.approx(ref.objective, rel=1e-6)
+    assert np.linalg.norm(res.X - ref.X) <= 1e-4 * np.linalg.norm(ref.X)
+    assert res.max_violation <= 1e-6
+
+
+def test_admm_full_observation_and_bad_input() -> None:
+    M = _low_rank(6, 5, 2, seed=8)
+    idx = np.array([(i, j) for i in range(6) for j in range(5)])
+    res = nuclear_norm_min_admm(_completion(M, idx), tol=0.0, eps=1e-10)
+    assert np.abs(res.X - M).max() < 1e-6
+    with pytest.raises(SolverError, match="did not converge"):
+        nuclear_norm_min_admm(_completion(M, idx[:20]), max_iters=2)
+    few = nuclear_norm_min_admm(_completion(M, idx[:20]), max_iters=2, allow_inaccurate=True)
+    assert few.status == "inaccurate" and few.solver_iters == 2
+    with pytest.raises(ValueError, match="y must have shape"):
+        nuclear_norm_min_sensing_admm(np.ones((3, 2, 2)), np.ones(4))
+    with pytest.raises(ValueError, match="tol"):
+        nuclear_norm_min_sensing_admm(np.ones((3, 2, 2)), np.ones(3), tol=-1.0)
+    with pytest.raises(TypeError, match="Completion"):
+        nuclear_norm_min_admm(M)  # type: ignore[arg-type]

@@ -83,7 +83,7 @@ def test_talk_report_end_to_end(tmp_path, fakes, capsys):
     st = {k: v["status"] for k, v in index["experiments"].items()}
     assert list(st) == [t.id for t in TALK]
     assert st["razin2020-2x2"] == "failed"
-    assert st["arora2019-sensing"] == "not available"
+    assert st["razin2020-perturbed"] == "not available"
     assert [k for k, v in st.items() if v == "ok"] == [
         "arora2019-completion",
         "arora2019-dynamics",
@@ -225,3 +225,39 @@ def test_heartbeat_while_an_experiment_runs(tmp_path, fakes, monkeypatch):
     reproduce_talk(tmp_path, only=["arora2019-dynamics"], log=lines.append, heartbeat_s=0.1)
     beats = [line for line in lines if "still running" in line]
     assert beats and beats[0].startswith("[1/1] arora2019-dynamics: still running, 0 s")
+
+
+def test_parallel_jobs_give_the_same_report(tmp_path, fakes, monkeypatch):
+    # worker processes inherit the fake registry through fork (the CLI spawns fresh ones)
+    monkeypatch.setattr("factorflow.report.MP_CONTEXT", "fork")
+    lines: list[str] = []
+    one = reproduce_talk(tmp_path / "one", log=None)
+    two = reproduce_talk(tmp_path / "two", jobs=3, log=lines.append, heartbeat_s=0)
+    for key in ("order", "claims"):
+        assert two[key] == one[key]
+    for exp_id, entry in one["experiments"].items():
+        other = two["experiments"][exp_id]
+        assert other["status"] == entry["status"]
+        assert other.get("claims") == entry.get("claims")
+        assert other.get("error") == entry.get("error")
+    # each worker's printed output is kept; the failure is reported with its traceback
+    assert (tmp_path / "two" / "arora2019-dynamics" / "log.txt").is_file()
+    assert "boom" in (tmp_path / "two" / "razin2020-2x2" / "error.txt").read_text()
+    assert any("razin2020-2x2: FAILED" in line for line in lines)
+    assert sum("running" in line for line in lines) == 4  # each available one started once
+    # the longest (by QUICK_SECONDS) started first
+    assert "arora2019-dynamics" in next(line for line in lines if "running" in line)
+    md_one = (tmp_path / "one" / "report.md").read_text()
+    md_two = (tmp_path / "two" / "report.md").read_text()
+    claims_rows = [r for r in md_one.splitlines() if "claim " in r and "|" in r]
+    assert claims_rows and all(r in md_two for r in claims_rows)
+
+
+def test_talk_jobs_option(monkeypatch):
+    from factorflow.cli import _talk_jobs
+
+    assert _talk_jobs(3, "cpu") == 3
+    assert _talk_jobs(None, "cuda") == 1
+    assert 1 <= _talk_jobs(None, "cpu") <= 8
+    with pytest.raises(ValueError, match="--jobs must be >= 1"):
+        _talk_jobs(0, "cpu")
