@@ -248,14 +248,15 @@ def _talk_jobs(jobs: int | None, device: str) -> int:
 
 
 def _set_threads() -> None:
-    """torch intra-op threads: FACTORFLOW_THREADS, default 1. The talk's problems are small
+    """torch and BLAS threads: FACTORFLOW_THREADS, default 1. The talk's problems are small
     (2x2 to 100x100 matrices, 10^4 tensors); on a busy 2-core machine two threads made runs
-    up to 6-15x slower (measured), and sweeps get their parallelism from processes."""
+    up to 6-15x slower (measured), and sweeps and the talk get their parallelism from
+    processes."""
     import os
 
-    import torch
+    from factorflow._threads import set_threads
 
-    torch.set_num_threads(max(1, int(os.environ.get("FACTORFLOW_THREADS", "1"))))
+    set_threads(int(os.environ.get("FACTORFLOW_THREADS", "1")))
 
 
 def main(argv: list[str] | None = None) -> int:

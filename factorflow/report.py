@@ -169,9 +169,9 @@ def _run_experiment(
     t0 = time.perf_counter()
     redirect: Any = contextlib.nullcontext()
     if threads is not None:
-        import torch
+        from factorflow._threads import set_threads
 
-        torch.set_num_threads(threads)
+        set_threads(threads)
         log_file = open(exp_dir / "log.txt", "w", buffering=1)  # noqa: SIM115
         redirect = contextlib.ExitStack()
         redirect.enter_context(log_file)

@@ -110,7 +110,7 @@ def test_tiny_end_to_end_summary_contract(tmp_path):
     by_id = {c["id"]: c for c in claims}
     assert by_id["rank1-order4-recovered"]["holds"] is None  # order 4 not run
     assert by_id["rank1-order3-recovered"]["measured"]["median_rel_fro_error"] is not None
-    assert by_id["rank1-order3-recovered"]["measured"]["flow_by_stop_loss"]
+    assert by_id["rank1-order3-recovered"]["measured"]["instance0_flow_by_stop_loss"]
     for name in summary["figures"]:
         path = tmp_path / name
         assert path.suffix == ".png" and path.stat().st_size > 1000
@@ -136,8 +136,15 @@ def test_rank1_5x5x5_recovered_from_60_observations(tmp_path):
             "claim_n_obs": 60,
         },
     )
-    gd = [r for r in summary["rows"] if r["method"] == "cp_gd" and r["stop_rule"] == "paper"]
+    gd_all = [r for r in summary["rows"] if r["method"] == "cp_gd" and r["stop_rule"] == "paper"]
+    gd = [r for r in gd_all if r["setting"] == "recovery"]
     assert len(gd) == 2
+    # the claim's extra target instances (claim_targets = 3): two more targets, 2 inits each
+    extra = [r for r in gd_all if r["setting"] == "recovery_extra_target"]
+    assert sorted({r["target_seed"] for r in extra}) == [1, 2] and len(extra) == 4
+    claim = next(c for c in summary["claims"] if c["id"] == "rank1-order3-recovered")
+    assert claim["measured"]["n_runs"] == 6
+    assert set(claim["measured"]["median_per_target_instance"]) == {"0", "1", "2"}
     for r in gd:
         assert r["status"] == "converged"
         assert r["rel_fro_error"] < 1e-2, r
