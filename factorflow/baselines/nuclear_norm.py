@@ -103,6 +103,27 @@ def _check_tol(tol: float) -> float:
     return tol
 
 
+def _check_sensing(A: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``A`` (m, d1, d2) and ``y`` (m,) as finite float64 arrays, or a ValueError naming the
+    problem."""
+    A_arr = _as_float64(A, "A")
+    y_arr = _as_float64(y, "y")
+    if A_arr.ndim != 3 or 0 in A_arr.shape:
+        raise ValueError(
+            f"A must have shape (m, d1, d2) with positive sizes; got {tuple(A_arr.shape)}"
+        )
+    m = A_arr.shape[0]
+    if y_arr.shape != (m,):
+        raise ValueError(
+            f"y must have shape ({m},) to match A {tuple(A_arr.shape)}; got {y_arr.shape}"
+        )
+    if not np.isfinite(y_arr).all():
+        raise ValueError("y contains NaN or inf")
+    if not np.isfinite(A_arr).all():
+        raise ValueError("A contains NaN or inf")
+    return A_arr, y_arr
+
+
 def _iters(problem: cp.Problem) -> int | None:
     stats = problem.solver_stats
     iters = getattr(stats, "num_iters", None) if stats is not None else None
@@ -290,21 +311,8 @@ def nuclear_norm_min_sensing(
         :class:`NuclearNormResult` with ``X`` of shape ``(d1, d2)``.
     """
     tol = _check_tol(tol)
-    A_arr = _as_float64(A, "A")
-    y_arr = _as_float64(y, "y")
-    if A_arr.ndim != 3 or 0 in A_arr.shape:
-        raise ValueError(
-            f"A must have shape (m, d1, d2) with positive sizes; got {tuple(A_arr.shape)}"
-        )
+    A_arr, y_arr = _check_sensing(A, y)
     m, d1, d2 = A_arr.shape
-    if y_arr.shape != (m,):
-        raise ValueError(
-            f"y must have shape ({m},) to match A {tuple(A_arr.shape)}; got {y_arr.shape}"
-        )
-    if not np.isfinite(y_arr).all():
-        raise ValueError("y contains NaN or inf")
-    if not np.isfinite(A_arr).all():
-        raise ValueError("A contains NaN or inf")
     A_flat = A_arr.reshape(m, d1 * d2)
     X = cp.Variable((d1, d2))
     # <A_i, X> = A_flat[i] @ vec(X, order="C"): row-major vec matches the row-major reshape.
@@ -519,19 +527,8 @@ def nuclear_norm_min_sensing_admm(
     tol = _check_tol(tol)
     if eps <= 0 or max_iters < 1:
         raise ValueError(f"eps must be > 0 and max_iters >= 1, got {eps}, {max_iters}")
-    A_arr = _as_float64(A, "A")
-    y_arr = _as_float64(y, "y")
-    if A_arr.ndim != 3 or 0 in A_arr.shape:
-        raise ValueError(
-            f"A must have shape (m, d1, d2) with positive sizes; got {tuple(A_arr.shape)}"
-        )
+    A_arr, y_arr = _check_sensing(A, y)
     m, d1, d2 = A_arr.shape
-    if y_arr.shape != (m,):
-        raise ValueError(
-            f"y must have shape ({m},) to match A {tuple(A_arr.shape)}; got {y_arr.shape}"
-        )
-    if not (np.isfinite(y_arr).all() and np.isfinite(A_arr).all()):
-        raise ValueError("A or y contains NaN or inf")
     n = d1 * d2
     Af = A_arr.reshape(m, n)
 
