@@ -264,6 +264,11 @@ def main(argv: list[str] | None = None) -> int:
     _set_threads()
     try:
         return args.func(args)
+    except KeyboardInterrupt:
+        out = getattr(args, "out", None)
+        where = f"; what finished is in {out}" if out else ""
+        print(f"factorflow: interrupted{where}", file=sys.stderr)
+        return 130
     except (
         ValueError,
         FileNotFoundError,
