@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 __all__ = ["main"]
 
@@ -62,7 +63,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     from factorflow.experiments import reproduce
 
-    options = {"dataset": args.dataset, "data_dir": args.data_dir}
+    options = {"dataset": args.dataset, "data_dir": args.data_dir, **_parse_options(args.option)}
     if args.id == "talk":
         from factorflow.report import reproduce_talk
 
@@ -198,6 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--data-dir", default=None, help="where the data files are")
     rp.add_argument("--only", metavar="ID,ID", help="talk: run only these experiments")
     rp.add_argument(
+        "--option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="an experiment setting (TOML value), e.g. --option 'optimizers=[\"flow\"]'; "
+        "unknown keys are an error",
+    )
+    rp.add_argument(
         "--jobs",
         type=int,
         default=None,
@@ -230,6 +238,27 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--all", action="store_true", help="print every column")
     rs.set_defaults(func=_cmd_runs)
     return p
+
+
+def _parse_options(items: list[str] | None) -> dict[str, Any]:
+    """``--option KEY=VALUE`` pairs as a dict; VALUE is a TOML value (``3``, ``1e-3``,
+    ``"flow"``, ``[0.05, 0.005]``, ``true``)."""
+    import tomllib
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"--option wants KEY=VALUE, got {item!r}")
+        try:
+            out[key] = tomllib.loads(f"v = {raw.strip()}")["v"]
+        except tomllib.TOMLDecodeError as e:
+            raise ValueError(
+                f"--option {key}: {raw!r} is not a TOML value (strings need quotes: "
+                f"'{key}=\"text\"'): {e}"
+            ) from None
+    return out
 
 
 def _talk_jobs(jobs: int | None, device: str) -> int:

@@ -261,3 +261,21 @@ def test_talk_jobs_option(monkeypatch):
     assert 1 <= _talk_jobs(None, "cpu") <= 8
     with pytest.raises(ValueError, match="--jobs must be >= 1"):
         _talk_jobs(0, "cpu")
+
+
+def test_cli_option_reaches_the_experiment(tmp_path, fakes, monkeypatch):
+    got: dict = {}
+
+    def run(out_dir, *, scale, seeds, device, options):
+        got.update(options)
+        return {"config": {}, "rows": [], "claims": [], "figures": []}
+
+    monkeypatch.setitem(
+        fakes, "razin2021-dynamics", types.SimpleNamespace(ID="x", TITLE="x", PAPER="x", run=run)
+    )
+    args = ["reproduce", "razin2021-dynamics", "--out", str(tmp_path)]
+    opts = ["--option", 'optimizers=["flow"]', "--option", "R = 100", "--option", "x=1e-3"]
+    assert main(args + opts) == 0
+    assert got == {"optimizers": ["flow"], "R": 100, "x": 1e-3}
+    assert main(args + ["--option", "optimizers=flow"]) == 2  # a bare string is not TOML
+    assert main(args + ["--option", "noequals"]) == 2
