@@ -131,16 +131,16 @@ def _heartbeat(
         thread.join()
 
 
-#: Measured wall seconds of each experiment at quick scale on one core of the reference machine
-#: (README); only used to start the longest experiments first when ``jobs > 1``.
+#: Wall seconds of each experiment at quick scale, measured in a `--jobs 2` talk run on the
+#: 2-core reference machine (README); only used to start the longest first when ``jobs > 1``.
 QUICK_SECONDS: dict[str, float] = {
-    "arora2019-completion": 120.0,
-    "arora2019-dynamics": 330.0,
-    "razin2020-2x2": 55.0,
-    "razin2020-perturbed": 30.0,
-    "razin2020-tensor-recovery": 60.0,
-    "razin2021-dynamics": 100.0,
-    "razin2021-natural-rank": 85.0,
+    "arora2019-completion": 134.0,
+    "arora2019-dynamics": 219.0,
+    "razin2020-2x2": 59.0,
+    "razin2020-perturbed": 31.0,
+    "razin2020-tensor-recovery": 26.0,
+    "razin2021-dynamics": 128.0,
+    "razin2021-natural-rank": 14.0,
 }
 
 
