@@ -1,11 +1,15 @@
-"""Small helpers shared by the experiment modules: claims, seeds per scale, figure saving."""
+"""Small helpers shared by the experiment modules: claims, seeds per scale, configs per scale,
+figure saving."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-__all__ = ["claim", "n_seeds", "save_figure"]
+__all__ = ["claim", "n_seeds", "save_figure", "scaled_config"]
+
+C = TypeVar("C")
 
 
 def claim(
@@ -39,6 +43,26 @@ def n_seeds(seeds: int | None, scale: str, quick: int, paper: int) -> int:
             raise ValueError(f"seeds must be >= 1, got {seeds}")
         return int(seeds)
     return quick if scale == "quick" else paper
+
+
+def scaled_config(
+    cls: type[C],
+    scales: dict[str, dict[str, Any]],
+    scale: str,
+    options: dict[str, Any],
+    exp_id: str,
+    base: dict[str, Any] | None = None,
+) -> C:
+    """``cls`` (a settings dataclass) built from the scale's overrides (``scales[scale]``, or
+    ``base`` when given) and then ``options``; an unknown scale or option key is a ValueError
+    naming the known ones (a misspelt option never passes silently)."""
+    if scale not in scales:
+        raise ValueError(f"scale must be one of {sorted(scales)}, got {scale!r}")
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    bad = sorted(set(options) - known)
+    if bad:
+        raise ValueError(f"unknown options {bad} for {exp_id}; known: {sorted(known)}")
+    return cls(**{**(scales[scale] if base is None else base), **options})
 
 
 def save_figure(fig: Any, out_dir: Path, name: str) -> str:

@@ -70,7 +70,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +79,7 @@ import torch
 
 from factorflow import metrics
 from factorflow.dynamics import GD, Flow, Schedule, Stop, train
-from factorflow.experiments.common import claim, n_seeds
+from factorflow.experiments.common import claim, n_seeds, scaled_config
 from factorflow.factorizations.dmf import end_to_end, init_dmf
 from factorflow.objectives import DMFObjective
 from factorflow.problems.matrix import MatrixCompletion, razin_2x2
@@ -186,13 +186,7 @@ SCALES: dict[str, dict[str, Any]] = {
 
 def make_config(scale: str, options: dict[str, Any]) -> Razin2x2Config:
     """The scale's config with ``options`` applied (unknown keys raise ``ValueError``)."""
-    if scale not in SCALES:
-        raise ValueError(f"scale must be one of {sorted(SCALES)}, got {scale!r}")
-    known = {f.name for f in fields(Razin2x2Config)}
-    bad = set(options) - known
-    if bad:
-        raise ValueError(f"unknown options {sorted(bad)} for {ID}; known: {sorted(known)}")
-    return replace(Razin2x2Config(), **{**SCALES[scale], **options})
+    return scaled_config(Razin2x2Config, SCALES, scale, options, ID)
 
 
 # --------------------------------------------------------------------------------------------

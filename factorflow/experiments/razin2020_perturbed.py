@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,7 @@ import scipy.optimize
 import torch
 
 from factorflow import metrics
-from factorflow.experiments.common import claim, n_seeds
+from factorflow.experiments.common import claim, n_seeds, scaled_config
 from factorflow.experiments.razin2020_2x2 import (
     analyse_run,
     flow_levels_run,
@@ -159,13 +159,7 @@ SCALES: dict[str, dict[str, Any]] = {
 
 def make_config(scale: str, options: dict[str, Any]) -> PerturbedConfig:
     """The scale's config with ``options`` applied (unknown keys raise ``ValueError``)."""
-    if scale not in SCALES:
-        raise ValueError(f"scale must be one of {sorted(SCALES)}, got {scale!r}")
-    known = {f.name for f in fields(PerturbedConfig)}
-    bad = set(options) - known
-    if bad:
-        raise ValueError(f"unknown options {sorted(bad)} for {ID}; known: {sorted(known)}")
-    return replace(PerturbedConfig(), **{**SCALES[scale], **options})
+    return scaled_config(PerturbedConfig, SCALES, scale, options, ID)
 
 
 def _rows(out: dict[str, Any], base: dict[str, Any], depth: int, n_levels: int) -> list[dict]:

@@ -60,7 +60,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +68,7 @@ import numpy as np
 import torch
 
 from factorflow.dynamics import Flow, GroupRMSProp, Schedule, Stop, train
-from factorflow.experiments.common import claim, n_seeds
+from factorflow.experiments.common import claim, n_seeds, scaled_config
 from factorflow.factorizations.cp import component_norms, cp_predict, cp_to_tensor, init_cp
 from factorflow.objectives import CPObjective
 from factorflow.problems.completion import Completion
@@ -219,16 +219,10 @@ SCALES: dict[str, dict[str, Any]] = {
 
 def make_config(scale: str, options: dict[str, Any]) -> RecoveryConfig:
     """The scale's config with ``options`` applied (unknown keys raise ``ValueError``)."""
-    if scale not in SCALES:
-        raise ValueError(f"scale must be one of {sorted(SCALES)}, got {scale!r}")
-    known = {f.name for f in fields(RecoveryConfig)}
-    bad = set(options) - known
-    if bad:
-        raise ValueError(f"unknown options {sorted(bad)} for {ID}; known: {sorted(known)}")
-    base = dict(SCALES[scale])
+    base = dict(SCALES.get(scale, {}))
     if "orders" in options and "n_obs" not in options and "n_obs" in base:
         base.pop("n_obs")  # the scale's counts are for its own orders
-    return replace(RecoveryConfig(), **{**base, **options})
+    return scaled_config(RecoveryConfig, SCALES, scale, options, ID, base=base)
 
 
 # --------------------------------------------------------------------------------------------

@@ -52,7 +52,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,7 @@ import numpy as np
 import torch
 
 from factorflow.dynamics import GD, Flow, GroupRMSProp, Schedule, Stop, train
-from factorflow.experiments.common import claim, n_seeds
+from factorflow.experiments.common import claim, n_seeds, scaled_config
 from factorflow.factorizations.cp import (
     balance_components,
     component_norms,
@@ -171,14 +171,7 @@ SCALES: dict[str, dict[str, Any]] = {
 
 def make_config(scale: str, options: dict[str, Any]) -> DynamicsConfig:
     """The scale's config with ``options`` applied (unknown keys raise ``ValueError``)."""
-    if scale not in SCALES:
-        raise ValueError(f"scale must be one of {sorted(SCALES)}, got {scale!r}")
-    known = {f.name for f in fields(DynamicsConfig)}
-    opts = dict(options)
-    bad = set(opts) - known
-    if bad:
-        raise ValueError(f"unknown options {sorted(bad)} for {ID}; known: {sorted(known)}")
-    return replace(DynamicsConfig(), **{**SCALES[scale], **opts})
+    return scaled_config(DynamicsConfig, SCALES, scale, options, ID)
 
 
 # --------------------------------------------------------------------------------------------

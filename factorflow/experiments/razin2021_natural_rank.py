@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from factorflow.data.images import DataNotFoundError, ImageData, load_images, permute_labels
-from factorflow.experiments.common import claim, n_seeds
+from factorflow.experiments.common import claim, n_seeds, scaled_config
 from factorflow.natural_rank import (
     FitBatch,
     FitResult,
@@ -162,13 +162,7 @@ SEEDS = {"quick": 1, "paper": 3}
 
 def make_config(scale: str, options: dict[str, Any]) -> Config:
     """The scale's settings overridden by ``options``; unknown option keys raise ``ValueError``."""
-    if scale not in SCALES:
-        raise ValueError(f"scale must be one of {sorted(SCALES)}, got {scale!r}")
-    fields = {f.name for f in dataclasses.fields(Config)}
-    unknown = sorted(set(options) - fields)
-    if unknown:
-        raise ValueError(f"unknown options for {ID}: {unknown}; known: {sorted(fields)}")
-    return Config(**{**SCALES[scale], **options})
+    return scaled_config(Config, SCALES, scale, options, ID)
 
 
 # --------------------------------------------------------------------------- data
