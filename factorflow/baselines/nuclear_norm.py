@@ -346,6 +346,27 @@ def nuclear_norm_min_sensing(
     )
 
 
+def _admm_settings(
+    tol: float,
+    eps: float,
+    max_iters: int,
+    rho: float | None,
+    allow_inaccurate: bool,
+    verbose: bool,
+) -> dict[str, Any]:
+    """The ADMM front-ends' shared arguments, checked, as keywords for :func:`_admm`."""
+    if eps <= 0 or max_iters < 1:
+        raise ValueError(f"eps must be > 0 and max_iters >= 1, got {eps}, {max_iters}")
+    return {
+        "tol": _check_tol(tol),
+        "eps": float(eps),
+        "max_iters": int(max_iters),
+        "rho": rho,
+        "allow_inaccurate": allow_inaccurate,
+        "verbose": verbose,
+    }
+
+
 def _admm(
     shape: tuple[int, int],
     y: np.ndarray,
@@ -465,9 +486,7 @@ def nuclear_norm_min_admm(
         raise TypeError(f"obs must be a Completion, got {type(obs).__name__}")
     if obs.order != 2:
         raise ValueError(f"nuclear-norm completion needs a matrix; got shape {obs.shape}")
-    tol = _check_tol(tol)
-    if eps <= 0 or max_iters < 1:
-        raise ValueError(f"eps must be > 0 and max_iters >= 1, got {eps}, {max_iters}")
+    settings = _admm_settings(tol, eps, max_iters, rho, allow_inaccurate, verbose)
     d1, d2 = obs.shape
     flat = (obs.indices[:, 0] * d2 + obs.indices[:, 1]).cpu().numpy()
     y = obs.values.detach().cpu().numpy().astype(np.float64)
@@ -486,13 +505,8 @@ def nuclear_norm_min_admm(
         y,
         apply_A,
         x_step,
-        tol=tol,
-        eps=eps,
-        max_iters=max_iters,
-        rho=rho,
-        allow_inaccurate=allow_inaccurate,
-        verbose=verbose,
         start=start,
+        **settings,
     )
 
 
@@ -531,9 +545,7 @@ def nuclear_norm_min_sensing_admm(
     import scipy.linalg
 
     start = time.perf_counter()
-    tol = _check_tol(tol)
-    if eps <= 0 or max_iters < 1:
-        raise ValueError(f"eps must be > 0 and max_iters >= 1, got {eps}, {max_iters}")
+    settings = _admm_settings(tol, eps, max_iters, rho, allow_inaccurate, verbose)
     A_arr, y_arr = _check_sensing(A, y)
     m, d1, d2 = A_arr.shape
     n = d1 * d2
@@ -563,13 +575,8 @@ def nuclear_norm_min_sensing_admm(
         y_arr,
         apply_A,
         x_step,
-        tol=tol,
-        eps=eps,
-        max_iters=max_iters,
-        rho=rho,
-        allow_inaccurate=allow_inaccurate,
-        verbose=verbose,
         start=start,
+        **settings,
     )
 
 
