@@ -1037,23 +1037,27 @@ def run(
         runs.append(info)
         outs.append(out)
 
+    def init(depth: int, alpha: float, balanced: bool, seed: int) -> tuple[list, torch.Tensor]:
+        """The 2x2 initial factors of one run (det(W(0)) > 0) and the achieved ||W(0)||_F."""
+        return init_dmf(
+            (2, 2),
+            depth,
+            init=cfg.init,
+            init_scale=alpha,
+            seeds=[seed],
+            width=2,
+            balance=balanced,
+            det_sign=1,
+            device=dev,
+        )
+
     # ---- gradient flow, one run per integrator call
     t_flow = time.perf_counter()
     for depth in cfg.depths:
         for alpha in cfg.init_scales:
             for balanced in cfg.balanced:
                 for seed in seed_list:
-                    f0, n0 = init_dmf(
-                        (2, 2),
-                        depth,
-                        init=cfg.init,
-                        init_scale=alpha,
-                        seeds=[seed],
-                        width=2,
-                        balance=balanced,
-                        det_sign=1,
-                        device=dev,
-                    )
+                    f0, n0 = init(depth, alpha, balanced, seed)
                     out = flow_levels_run(
                         f0,
                         objective,
@@ -1094,17 +1098,7 @@ def run(
             continue
         parts, norms = [], []
         for alpha, balanced, seed in combos:
-            f0, n0 = init_dmf(
-                (2, 2),
-                depth,
-                init=cfg.init,
-                init_scale=alpha,
-                seeds=[seed],
-                width=2,
-                balance=balanced,
-                det_sign=1,
-                device=dev,
-            )
+            f0, n0 = init(depth, alpha, balanced, seed)
             parts.append(f0)
             norms.append(float(n0[0]))
         factors = [torch.cat([p[j] for p in parts]) for j in range(depth)]
