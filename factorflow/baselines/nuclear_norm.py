@@ -131,6 +131,31 @@ def _check_sensing(A: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
     return A_arr, y_arr
 
 
+def _result(
+    X: np.ndarray,
+    residual: np.ndarray,
+    tol: float,
+    status: str,
+    elapsed: float,
+    iters: int | None,
+    solver: str,
+) -> NuclearNormResult:
+    """The result for the point ``X`` whose constraint residuals ``<A_i, X> - y_i`` are
+    ``residual``: objective and violation measured on ``X``, not taken from the solver."""
+    max_res = float(np.abs(residual).max())
+    return NuclearNormResult(
+        X=X,
+        status=status,
+        objective=float(np.linalg.norm(X, ord="nuc")),
+        max_violation=max(0.0, max_res - tol),
+        max_residual=max_res,
+        tol=tol,
+        solve_time_s=elapsed,
+        solver_iters=iters,
+        solver=solver,
+    )
+
+
 def _iters(problem: cp.Problem) -> int | None:
     stats = problem.solver_stats
     iters = getattr(stats, "num_iters", None) if stats is not None else None
@@ -187,19 +212,7 @@ def _solve(
             stacklevel=3,
         )
     sol = np.array(X.value, dtype=np.float64)
-    res = np.abs(residual_fn(sol))
-    max_res = float(res.max())
-    iters = _iters(problem)
-    return NuclearNormResult(
-        X=sol,
-        status=status,
-        objective=float(np.linalg.norm(sol, ord="nuc")),
-        max_violation=max(0.0, max_res - tol),
-        max_residual=max_res,
-        tol=tol,
-        solve_time_s=elapsed,
-        solver_iters=iters,
-    )
+    return _result(sol, residual_fn(sol), tol, status, elapsed, _iters(problem), "SCS")
 
 
 def nuclear_norm_min(
@@ -427,19 +440,7 @@ def _admm(
             f"ADMM did not converge in {max_iters} iterations ({elapsed:.1f} s); raise max_iters "
             "or eps, or pass allow_inaccurate=True to keep the point"
         )
-    X = z.reshape(d1, d2)
-    max_res = float(np.abs(apply_A(z) - y).max())
-    return NuclearNormResult(
-        X=X,
-        status=status,
-        objective=float(np.linalg.norm(X, ord="nuc")),
-        max_violation=max(0.0, max_res - tol),
-        max_residual=max_res,
-        tol=tol,
-        solve_time_s=elapsed,
-        solver_iters=it,
-        solver="ADMM",
-    )
+    return _result(z.reshape(d1, d2), apply_A(z) - y, tol, status, elapsed, it, "ADMM")
 
 
 _ADMM_DOC = """
