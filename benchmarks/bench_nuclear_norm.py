@@ -8,8 +8,12 @@ Problems (seed 0, ``tol = 1e-3``): 100x100 rank-5 completion from 2000 and 5000 
 (``gaussian_sensing``). For each, both solvers in this process, one thread: wall time, status,
 iterations, objective ``||X||_*``, largest constraint violation, ``recon_mse`` against the ground
 truth, and the relative Frobenius difference of the two solutions. SCS on the sensing problem
-takes ~16 minutes and ~7.5 GB (its KKT factorization holds the dense 2000 x 10^4 block), so it
-runs only with ``--scs-sensing``.
+takes ~6 minutes on one idle core (its KKT factorization holds the dense 2000 x 10^4 block), so
+it runs only with ``--scs-sensing``.
+
+Measured (one idle core): completion 2000 entries ADMM 1.1 s vs SCS 12.8 s, 5000 entries 32.4 s
+vs 70.2 s, sensing 2000 measurements 45.5 s vs 342.5 s; solutions equal to 1.1e-5 / 3.8e-5 /
+1.2e-5 relative.
 
 Prints a table and writes JSON (default ``benchmarks/results/bench_nuclear_norm.json``).
 """
@@ -53,7 +57,7 @@ def _measure(solve, truth: np.ndarray) -> tuple[dict, np.ndarray]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--scs-sensing", action="store_true", help="also SCS on sensing (~16 min)")
+    ap.add_argument("--scs-sensing", action="store_true", help="also SCS on sensing (~6 min)")
     ap.add_argument("--out", type=Path, default=RESULTS / "bench_nuclear_norm.json")
     args = ap.parse_args()
     set_threads(1)

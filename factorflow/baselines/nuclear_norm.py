@@ -17,11 +17,12 @@ Two solvers:
 
 - :func:`nuclear_norm_min` / :func:`nuclear_norm_min_sensing`: CVXPY, always with SCS (CVXPY's
   default, Clarabel, needs tens of GB of memory on a 100 x 100 instance; SCS a few hundred MB and
-  about 1100-1900 iterations, ~10 s, for a 100 x 100 completion from 2000 entries, but ~16 min
-  and 7.5 GB for 2000 Gaussian measurements of 100 x 100, whose dense constraint block enters
-  its KKT factorization);
+  about 1100-1900 iterations, ~10 s, for a 100 x 100 completion from 2000 entries, but 342 s
+  (one idle core) for 2000 Gaussian measurements of 100 x 100, whose dense constraint block
+  enters its KKT factorization);
 - :func:`nuclear_norm_min_admm` / :func:`nuclear_norm_min_sensing_admm`: factorflow's ADMM
-  (numpy; no CVXPY), tested against SCS: 1.6 s and ~40 s on those two problems. The experiments
+  (numpy; no CVXPY), tested against SCS: 1.1 s and 45 s on those two problems
+  (``benchmarks/bench_nuclear_norm.py``). The experiments
   use it by default.
 """
 
@@ -532,8 +533,9 @@ def nuclear_norm_min_sensing_admm(
     (``m x m``, computed once; of ``I + A^T A`` when ``m > d1 d2``); with ``G = A A^T`` kept,
     ``A x`` needs no extra product, so an iteration costs two products with the
     ``(m, d1 d2)`` matrix (memory-bound: ~12 ms each at m = 2000, 100 x 100) and one SVD.
-    Measured on the 100 x 100 rank-5 problem with 2000 measurements: 849 iterations, ~40 s on
-    one shared core, where SCS through CVXPY needed ~7.5 GB and ~16 minutes.
+    Measured on the 100 x 100 rank-5 problem with 2000 measurements
+    (``benchmarks/bench_nuclear_norm.py``): 45 s on one core, where SCS through CVXPY took
+    342 s; the solutions agree to 1.2e-5 relative.
 
     Args:
         A: ``(m, d1, d2)`` measurement matrices (numpy or torch).

@@ -611,8 +611,9 @@ def check_nnm_solver(name: str) -> str:
 
 def _solve_nnm_completion(problem: Problem, tol: float, solver: str) -> BaselineResult:
     """Nuclear-norm minimization on the observed entries, by ``solver``: ``"admm"``
-    (:func:`~factorflow.baselines.nuclear_norm.nuclear_norm_min_admm`: 1.6 s at 2000 entries,
-    ~30 s at 5000, measured on one core) or ``"scs"`` (CVXPY + SCS: 11 s and ~60 s)."""
+    (:func:`~factorflow.baselines.nuclear_norm.nuclear_norm_min_admm`: 1.1 s at 2000 entries,
+    32 s at 5000) or ``"scs"`` (CVXPY + SCS: 13 s and 70 s; ``benchmarks/bench_nuclear_norm.py``,
+    one core)."""
     from factorflow.baselines.nuclear_norm import (
         SolverError,
         nuclear_norm_min,

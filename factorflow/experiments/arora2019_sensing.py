@@ -10,10 +10,11 @@ Memory: the m measurement matrices are stored once (5000 x 100 x 100 float64 = 4
 residuals are one product with a flat view of them per step (``MatrixSensing``); nothing is copied
 per step or per run (a batch of runs shares them). The convex baseline is solved by factorflow's
 ADMM (:func:`~factorflow.baselines.nuclear_norm.nuclear_norm_min_sensing_admm`, ``nnm_solver =
-"admm"``), which keeps ``A`` and the m x m matrix ``A A^T``: ~40 s at 2000 measurements on one
+"admm"``), which keeps ``A`` and the m x m matrix ``A A^T``: 45 s at 2000 measurements on one
 core. CVXPY + SCS (``nnm_solver = "scs"``) holds the dense m x 10^4 constraint block in its KKT
-factorization: 7.5 GB peak memory and ~16 minutes on 2 busy cores at 2000 measurements
-(measured), growing about linearly with m. Quick scale solves it at its lower count only, paper
+factorization: 342 s on one idle core at 2000 measurements (``benchmarks/bench_nuclear_norm.py``,
+solutions equal to 1.2e-5 relative), ~16 minutes on 2 busy cores, growing about linearly with
+m. Quick scale solves it at its lower count only, paper
 scale at 2000 and 5000.
 
 Scales: ``quick`` = 1 seed, 50x50 rank 5 with 850 and 1500 measurements (see ``QUICK``), init
