@@ -456,7 +456,7 @@ _ADMM_DOC = """
     relative to the problem's scale, and returns ``Z``; ``status`` is ``"optimal"`` then,
     ``"inaccurate"`` at ``max_iters`` (raises :class:`SolverError` unless
     ``allow_inaccurate``). ``max_violation`` is measured on the returned point.
-    ``tests/test_baselines_nuclear.py`` checks it against SCS (objective to ~1e-8 relative)."""
+    ``tests/test_baselines_nuclear.py`` checks it against SCS (objective within 1e-6 relative)."""
 
 
 def nuclear_norm_min_admm(
