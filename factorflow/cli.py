@@ -56,16 +56,19 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from factorflow.experiments import EXPERIMENTS
 
     for name, exp in EXPERIMENTS.items():
-        print(f"{name:32s} {exp.TITLE}")
+        print(f"{name:32s} {exp.title}")
     return 0
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from factorflow.experiments import reproduce
+    from factorflow.runner import run_experiment
 
-    options = {"dataset": args.dataset, "data_dir": args.data_dir, **_parse_options(args.option)}
+    options = _parse_options(args.option)
+    for key in ("dataset", "data_dir"):
+        if getattr(args, key) is not None:
+            options[key] = getattr(args, key)
     if args.id == "talk":
-        from factorflow.report import reproduce_talk
+        from factorflow.talk import reproduce_talk
 
         only = [i.strip() for i in args.only.split(",") if i.strip()] if args.only else None
         index = reproduce_talk(
@@ -76,6 +79,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
             only=only,
             options=options,
             jobs=_talk_jobs(args.jobs, args.device),
+            resume=args.resume,
+            overwrite=args.overwrite,
         )
         c = index["claims"]
         statuses = [e["status"] for e in index["experiments"].values()]
@@ -87,19 +92,21 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         return 1 if "failed" in statuses else 0
     if args.only:
         raise ValueError("--only is for `factorflow reproduce talk`")
-    summary = reproduce(
+    summary = run_experiment(
         args.id,
         Path(args.out),
         scale=args.scale,
         seeds=args.seeds,
         device=args.device,
         options=options,
+        overwrite=args.overwrite,
+        resume=args.resume,
     )
-    claims = summary.get("claims", [])
-    print(f"{args.id}: {len(summary.get('rows', []))} rows, {summary.get('elapsed_s', 0):.1f} s")
-    for c in claims:
+    print(f"{args.id}: {len(summary['rows'])} rows, {summary.get('elapsed_s', 0):.1f} s")
+    for c in summary["claims"]:
         mark = {True: "HOLDS", False: "FAILS", None: "n/a"}[c.get("holds")]
-        print(f"  [{mark:5s}] {c['id']}: measured {c.get('measured')}")
+        why = f" ({c['reason']})" if c.get("reason") else ""
+        print(f"  [{mark:5s}] {c['id']}{why}")
     print(f"summary: {Path(args.out) / 'summary.json'}")
     return 0
 
@@ -192,7 +199,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rp.add_argument("id", help="an experiment id, or `talk`: every experiment and a report")
     rp.add_argument("--out", required=True, help="output folder (summary.json, figures)")
-    rp.add_argument("--scale", choices=["quick", "paper"], default="quick")
+    rp.add_argument(
+        "--scale",
+        choices=["quick", "paper", "smoke"],
+        default="quick",
+        help="quick (minutes), paper (the papers' settings) or smoke (seconds, a check)",
+    )
+    rp.add_argument(
+        "--overwrite", action="store_true", help="replace a finished result (atomically)"
+    )
+    rp.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep finished results with the same settings, run the rest",
+    )
     rp.add_argument("--seeds", type=int, default=None, help="number of seeds (default: per scale)")
     rp.add_argument("--device", default="cpu")
     rp.add_argument("--dataset", default=None, help="data set, for experiments that take one")
@@ -202,8 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--option",
         action="append",
         metavar="KEY=VALUE",
-        help="an experiment setting (TOML value), e.g. --option 'optimizers=[\"flow\"]'; "
-        "unknown keys are an error",
+        help="an experiment setting (TOML value), e.g. --option 'optimizers=[\"flow\"]' or "
+        "--option flow.rtol=1e-8; unknown keys and wrong types are an error",
     )
     rp.add_argument(
         "--jobs",

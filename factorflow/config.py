@@ -33,10 +33,16 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
+import math
 import tomllib
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, TypeVar, get_type_hints
+
+T = TypeVar("T")
 
 __all__ = [
     "ModelConfig",
@@ -45,10 +51,12 @@ __all__ = [
     "RecordConfig",
     "RunConfig",
     "StopConfig",
+    "build_dataclass",
     "config_from_dict",
     "config_to_dict",
     "load_config",
     "set_by_path",
+    "to_toml",
 ]
 
 PROBLEM_KINDS = ("synthetic", "sensing", "razin2x2", "razin2x2_perturbed")
@@ -204,7 +212,7 @@ class RunConfig:
 
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     if not isinstance(data, dict):
-        raise ValueError(f"{where or 'config'} must be a table, got {type(data).__name__}")
+        raise ValueError(f"{where.rstrip('.') or 'config'} must be a table, got {data!r}")
     hints = get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
@@ -213,43 +221,124 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
             close = difflib.get_close_matches(key, names, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ValueError(f"unknown config key {where + key!r}{hint}; allowed: {names}")
-        typ = hints[key]
-        if dataclasses.is_dataclass(typ):
-            kwargs[key] = _build(typ, value, f"{where}{key}.")
-        else:
-            kwargs[key] = _coerce(value, typ, where + key)
+        kwargs[key] = _coerce(value, hints[key], where + key)
     try:
         return cls(**kwargs)
     except TypeError as e:
-        raise ValueError(f"{where or 'config'}: {e}") from None
+        raise ValueError(f"{where.rstrip('.') or 'config'}: {e}") from None
+
+
+def _type_name(typ: Any) -> str:
+    origin, args = typing.get_origin(typ), typing.get_args(typ)
+    if origin in (types.UnionType, typing.Union):
+        return " or ".join(_type_name(a) for a in args)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_type_name(args[0])}"
+        return f"a list of {len(args)} ({', '.join(_type_name(a) for a in args)})"
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if typ is type(None):
+        return "none"
+    if dataclasses.is_dataclass(typ):
+        return f"a table ({typ.__name__})"
+    return {bool: "true or false", float: "a number", int: "an integer", str: "a string"}.get(
+        typ, getattr(typ, "__name__", str(typ))
+    )
 
 
 def _coerce(value: Any, typ: Any, key: str) -> Any:
-    origin = getattr(typ, "__origin__", None)
+    """``value`` (as read from TOML) checked against the annotation ``typ`` and converted
+    (lists to tuples, integers to floats); a mismatch is a ValueError naming the key, the
+    expected type and the value."""
+    origin, args = typing.get_origin(typ), typing.get_args(typ)
+
+    def bad() -> ValueError:
+        return ValueError(f"config key {key!r} must be {_type_name(typ)}, got {value!r}")
+
+    if origin in (types.UnionType, typing.Union):
+        if value is None and type(None) in args:
+            return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key)
+            except ValueError:
+                continue
+        raise bad()
+    if origin is typing.Literal:
+        if value not in args or isinstance(value, bool) != any(isinstance(a, bool) for a in args):
+            raise bad()
+        return value
     if origin is tuple:
         if not isinstance(value, list | tuple):
-            raise ValueError(f"config key {key!r} must be a list, got {value!r}")
-        elem = [a for a in typ.__args__ if a is not Ellipsis][0]
-        return tuple(_coerce(v, elem, f"{key}[{i}]") for i, v in enumerate(value))
+            raise bad()
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise bad()
+        return tuple(
+            _coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True))
+        )
+    if dataclasses.is_dataclass(typ):
+        if dataclasses.is_dataclass(value):
+            return value
+        return _build(typ, value, f"{key}.")
     if typ is bool:
         if not isinstance(value, bool):
-            raise ValueError(f"config key {key!r} must be true or false, got {value!r}")
+            raise bad()
         return value
     if typ is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"config key {key!r} must be a number, got {value!r}")
+            raise bad()
         return float(value)
     if typ is int:
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int)
-            and not (isinstance(value, float) and value.is_integer())
+        if isinstance(value, bool) or not (
+            isinstance(value, int) or (isinstance(value, float) and value.is_integer())
         ):
-            raise ValueError(f"config key {key!r} must be an integer, got {value!r}")
+            raise bad()
         return int(value)
     if typ is str and not isinstance(value, str):
-        raise ValueError(f"config key {key!r} must be a string, got {value!r}")
+        raise bad()
     return value
+
+
+def build_dataclass(cls: type[T], data: dict[str, Any], where: str = "") -> T:
+    """Strictly build the (nested, frozen) dataclass ``cls`` from plain ``data`` (as read from
+    TOML): unknown keys, wrong types and wrong lengths are ``ValueError`` naming the key, the
+    expected type and the given value; lists become tuples."""
+    return _build(cls, data, where)
+
+
+def to_toml(data: dict[str, Any]) -> str:
+    """``data`` (plain values, lists and nested dicts, as :func:`config_to_dict` gives) as TOML
+    text that ``tomllib`` reads back to the same dict. ``None`` has no TOML form: such keys are
+    left out, so a field that may be None must default to None to round-trip."""
+
+    def value(v: Any, key: str) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, int | float):
+            return repr(v) if not isinstance(v, float) or math.isfinite(v) else str(v)
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, list | tuple):
+            return "[" + ", ".join(value(x, key) for x in v) + "]"
+        raise ValueError(f"{key!r}: {v!r} has no TOML form")
+
+    def table(d: dict[str, Any], prefix: str) -> list[str]:
+        lines = [
+            f"{k} = {value(v, k)}"
+            for k, v in d.items()
+            if v is not None and not isinstance(v, dict)
+        ]
+        for k, v in d.items():
+            if isinstance(v, dict):
+                lines += ["", f"[{prefix}{k}]", *table(v, f"{prefix}{k}.")]
+        return lines
+
+    return "\n".join(table(data, "")) + "\n"
 
 
 def config_from_dict(data: dict[str, Any]) -> RunConfig:

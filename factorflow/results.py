@@ -29,7 +29,15 @@ import numpy as np
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
-__all__ = ["Run", "jsonable", "load_run", "run_metadata", "write_json", "write_run"]
+__all__ = [
+    "Run",
+    "jsonable",
+    "load_run",
+    "read_json",
+    "run_metadata",
+    "write_json",
+    "write_run",
+]
 
 
 def jsonable(x: Any) -> Any:
@@ -61,6 +69,18 @@ def write_json(path: Path, data: Any) -> None:
         f.write("\n")
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; respect the umask like open() would
     os.replace(tmp, path)
+
+
+def read_json(path: str | Path) -> Any:
+    """Read a JSON result file; a missing, unreadable or corrupt file is a ValueError (or
+    FileNotFoundError) that names it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: unreadable or corrupt ({type(e).__name__}: {e})") from None
 
 
 def _git_commit() -> str | None:

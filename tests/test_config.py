@@ -229,7 +229,7 @@ def test_wrong_element_types_in_lists(data):
         ({"optimizer": {"name": "sgd"}}, "unknown optimizer 'sgd'"),
         ({"optimizer": {"name": "gd", "lr": 0.0}}, "lr must be > 0"),
         ({"problem": {"kind": "tensor"}}, "unknown problem kind"),
-        ({"problem": {"shape": [3, 3, 3]}}, "two positive sizes"),
+        ({"problem": {"shape": [3, 3, 3]}}, "two positive sizes|a list of 2"),
         ({"problem": {"n_obs": 0}}, "n_obs must be >= 1"),
         ({"seeds": []}, "at least one seed"),
         ({"seeds": [1, 1]}, "distinct"),

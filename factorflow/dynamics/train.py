@@ -19,6 +19,7 @@ import scipy.optimize
 import torch
 from tqdm.auto import tqdm
 
+from factorflow.dynamics import stiff
 from factorflow.dynamics.optimizers import GD, Adam, GroupRMSProp
 from factorflow.dynamics.record import Probe, Recorder, Schedule, Stop, Trajectory
 
@@ -33,6 +34,7 @@ FLOW_METHODS = {
     "LSODA": scipy.integrate.LSODA,
     "BDF": scipy.integrate.BDF,
     "Radau": scipy.integrate.Radau,
+    "cvode": stiff.CVODESolver,  # SUNDIALS CVODE BDF + GMRES; needs the ``stiff`` extra
 }
 
 
@@ -44,6 +46,17 @@ class Flow:
     ``method``: one of ``FLOW_METHODS`` or ``"auto"`` (LSODA, which switches to a stiff BDF
     method when the problem turns stiff, for states of at most ``auto_lsoda_max_dim`` numbers;
     RK45 (Dormand-Prince 5(4)) above, where a finite-difference Jacobian would be too costly).
+    Above that size, with scikit-sundae installed, ``auto`` switches from RK45 to ``"cvode"``
+    once RK45 is stability-limited: Hairer's dopri5 stiffness test (h * lambda > 3.25 on
+    ``auto_stiff_steps`` (15) accepted steps, its counter reset by 6 non-stiff steps in a row;
+    :func:`factorflow.dynamics.stiff.rk45_stiffness`). ``info["segments"]`` says which method
+    ran over which time and evaluation range; without scikit-sundae ``auto`` stays on RK45 and
+    ``info["auto_note"]`` says so.
+
+    ``"cvode"`` (:mod:`factorflow.dynamics.stiff`): SUNDIALS CVODE BDF with GMRES
+    (``krylov_dim`` vectors); ``jv="hvp"`` exact Hessian-vector products (double backward),
+    ``"dq"`` CVODE's difference quotient; ``precond`` uses the structured preconditioner when
+    the objective has one (deep matrix factorization on completion), else none.
     """
 
     method: str = "auto"
@@ -52,6 +65,10 @@ class Flow:
     first_step: float | None = None
     max_step: float = math.inf
     auto_lsoda_max_dim: int = 256
+    jv: str = "hvp"
+    precond: bool = True
+    krylov_dim: int = 20
+    auto_stiff_steps: int = 15
 
     def __post_init__(self) -> None:
         if self.method != "auto" and self.method not in FLOW_METHODS:
@@ -60,6 +77,10 @@ class Flow:
             )
         if not (self.rtol > 0 and self.atol > 0):
             raise ValueError("flow rtol and atol must be > 0")
+        if self.jv not in ("hvp", "dq"):
+            raise ValueError(f"flow jv must be 'hvp' or 'dq', got {self.jv!r}")
+        if self.method == "cvode":
+            stiff.require_sundials()
 
     def resolve(self, dim: int) -> str:
         if self.method != "auto":
@@ -274,7 +295,34 @@ def _flow(params, loss_fn, flow: Flow, stop, schedule, probes, progress, desc) -
     kwargs = {"rtol": flow.rtol, "atol": flow.atol, "max_step": flow.max_step}
     if flow.first_step is not None:
         kwargs["first_step"] = flow.first_step
-    solver = FLOW_METHODS[method](fun, 0.0, y0, t_bound, **kwargs)
+
+    def active_mask() -> torch.Tensor | None:
+        return None if bool(st.active.all()) else st.active.to(device)
+
+    def make_solver(name: str, t0: float, y: np.ndarray):
+        if name != "cvode":
+            return FLOW_METHODS[name](fun, t0, y, t_bound, **kwargs)
+        jv = stiff.HessianJv(loss_fn, unflat, flat, active_mask) if flow.jv == "hvp" else None
+        pc = None
+        if flow.precond and stiff.DMFCompletionPrecond.applies(loss_fn):
+            pc = stiff.DMFCompletionPrecond(loss_fn, unflat, flat)
+        return stiff.CVODESolver(
+            fun, t0, y, t_bound, jv=jv, precond=pc, krylov_dim=flow.krylov_dim, **kwargs
+        )
+
+    # auto above auto_lsoda_max_dim: RK45, then CVODE once RK45 is stability-limited
+    switch_to = None
+    auto_note = None
+    if flow.method == "auto" and method == "RK45":
+        if stiff.sundials_available():
+            switch_to = "cvode"
+        else:
+            auto_note = "scikit-sundae missing: RK45 throughout (no stiff switch); " + (
+                stiff.STIFF_EXTRA_HINT
+            )
+    n_stiff = n_nonstiff = 0
+    segments = [{"method": method, "t_start": 0.0, "evals_start": 0}]
+    solver = make_solver(method, 0.0, y0)
     final_y = [None] * B
     L0 = losses_at(y0)
     rec.add(0, 0.0, params, L0)
@@ -353,7 +401,7 @@ def _flow(params, loss_fn, flow: Flow, stop, schedule, probes, progress, desc) -
             budget = "max_time"
         elif stop.max_steps is not None and n_steps >= stop.max_steps:
             budget = "max_steps"
-        elif stop.max_evals is not None and n_evals >= stop.max_evals:
+        elif stop.max_evals is not None and n_evals + getattr(solver, "njv", 0) >= stop.max_evals:
             budget = "max_evals"
         elif stop.max_wall_s is not None and time.perf_counter() - t_start > stop.max_wall_s:
             budget = "max_wall"
@@ -362,6 +410,27 @@ def _flow(params, loss_fn, flow: Flow, stop, schedule, probes, progress, desc) -
                 st.end(b, budget, float(L_new[b]), n_steps, t_new)
                 final_y[b] = solver.y.copy()
             rec.add(n_steps, t_new, unflat(solver.y), L_new)
+        if switch_to is not None and bool(st.active.any()) and solver.status == "running":
+            hl = stiff.rk45_stiffness(solver)
+            if hl > stiff.RK45_STIFF_HLAMBDA:
+                n_stiff, n_nonstiff = n_stiff + 1, 0
+            else:
+                n_nonstiff += 1
+                if n_nonstiff >= 6:
+                    n_stiff = 0
+            if n_stiff >= flow.auto_stiff_steps:
+                segments[-1].update(t_end=t_new, evals_end=n_evals, steps=n_steps)
+                segments.append(
+                    {
+                        "method": switch_to,
+                        "t_start": t_new,
+                        "evals_start": n_evals,
+                        "steps_start": n_steps,
+                        "h_lambda": hl,
+                    }
+                )
+                solver = make_solver(switch_to, t_new, solver.y.copy())
+                method, switch_to = f"{method}+{switch_to}", None
         if progress:
             bar.update(1)
             if st.active.any():
@@ -382,6 +451,22 @@ def _flow(params, loss_fn, flow: Flow, stop, schedule, probes, progress, desc) -
         "njev": int(getattr(solver, "njev", 0) or 0),
         "accepted_t": np.asarray(accepted_t),
     }
+    if isinstance(solver, stiff.CVODESolver):  # exact Hvps count as evaluations
+        info.update(
+            jv=flow.jv,
+            n_hvp=solver.njv,
+            precond=solver.precond is not None,
+            nprec_setups=solver.nprec_setups,
+            nprec_solves=solver.nprec_solves,
+            cvode_steps=solver.nsteps,
+        )
+        n_evals += solver.njv
+        info["nfev"] = n_evals
+    if flow.method == "auto":
+        segments[-1].update(t_end=float(np.max(st.time)), evals_end=n_evals, steps=n_steps)
+        info["segments"] = segments
+        if auto_note:
+            info["auto_note"] = auto_note
     if "failure" in cache:
         info["failure"] = cache["failure"]
     return TrainResult(

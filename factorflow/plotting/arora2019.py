@@ -187,3 +187,24 @@ def theorem_figure(checks: Sequence[Mapping[str, Any]], *, title: str = ""):
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def _recovery_figures(prefix: str, title: str, what: str) -> Any:
+    def draw(result: Any) -> dict[str, Any]:
+        """One :func:`recovery_figure` per observation count of the result."""
+        rows = result.summary["rows"]
+        return {
+            f"{prefix}_{n}": recovery_figure(rows, n_obs=n, title=f"{title}, {n} {what}")
+            for n in sorted({r["n_obs"] for r in rows})
+        }
+
+    draw.__name__ = f"{prefix}_figures"
+    return draw
+
+
+#: Figures per experiment id, drawn from the result folder (see :func:`factorflow.plotting.
+#: figure_functions`).
+FIGURES: dict[str, tuple[Any, ...]] = {
+    "arora2019-completion": (_recovery_figures("completion", "Completion", "observations"),),
+    "arora2019-sensing": (_recovery_figures("sensing", "Sensing", "measurements"),),
+}

@@ -1,0 +1,398 @@
+"""Low-rank matrix recovery by deep matrix factorization against nuclear-norm minimization: the
+grid Arora, Cohen, Hu & Luo (NeurIPS 2019, Sec. 5 and appendix) run, as tidy rows, and the
+quantities their comparison reads off them.
+
+:func:`recovery_grid` trains every (seed, observation count, depth, optimizer, init scale) of a
+:class:`RecoverySettings` on problems made by a given function (completion or sensing), solves
+the convex baseline ``min ||X||_* s.t. |<A_i, X> - y_i| <= tol`` once per problem, and returns
+one row per fitted model plus one ``ground_truth`` row per problem, with the metrics named as in
+DESIGN.md (``recon_mse``, ``rel_fro_error``, ``nuclear_norm``, ``effective_rank``). The
+measurement functions below (means over seeds and init scales, ratios between optimizers) are
+what the experiments' claims check.
+
+Seeds: seed s draws the problem and the initial factors (``init_dmf(seeds=[s])``), so the spread
+over seeds is over problem draws and initializations together.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from factorflow import metrics
+from factorflow.config import OptimizerConfig
+from factorflow.dynamics import Schedule, Stop, train
+from factorflow.experiment import NotJudged
+from factorflow.factorizations.dmf import end_to_end, init_dmf
+from factorflow.fit import build_optimizer
+from factorflow.objectives import DMFObjective
+from factorflow.problems.matrix import MatrixCompletion, MatrixSensing
+
+__all__ = [
+    "COLUMNS",
+    "NNM_SOLVERS",
+    "all_recover",
+    "deep_vs_nnm",
+    "depth2_trend",
+    "flow_agreement",
+    "nuclear_norm_and_rank",
+    "RecoverySettings",
+    "flow_vs_rmsprop",
+    "mean_of",
+    "recovery_grid",
+    "solve_nuclear_norm",
+    "spearman",
+]
+
+Problem = MatrixCompletion | MatrixSensing
+NNM_SOLVERS = ("admm", "scs")
+
+
+@dataclass(frozen=True)
+class RecoverySettings:
+    """The grid of Arora et al. 2019, Sec. 5: ``shape`` rank-``rank`` ground truth, ``n_obs``
+    observations (entries or Gaussian measurements), depths x init scales by gradient flow
+    (``flow``), the authors' group RMSProp (``rmsprop``) on the sub-grid ``rmsprop_depths`` x
+    ``rmsprop_init_scales`` x ``rmsprop_n_obs`` of the first ``rmsprop_seeds`` seeds, loss ``mse``
+    to ``loss_below``; nuclear-norm minimization (``nnm_solver``: factorflow's ADMM or CVXPY +
+    SCS, constraint half-width ``nnm_tol``) at ``nnm_n_obs`` (empty: every count)."""
+
+    seeds: int = 1
+    shape: tuple[int, int] = (100, 100)
+    rank: int = 5
+    n_obs: tuple[int, ...] = (2000, 5000)
+    depths: tuple[int, ...] = (1, 2, 3, 4)
+    init: str = "gaussian"
+    init_scales: tuple[float, ...] = (1e-3, 1e-4, 1e-5, 1e-6)
+    loss: str = "mse"
+    loss_below: float = 1e-6
+    optimizers: tuple[str, ...] = ("flow", "group_rmsprop")
+    flow: OptimizerConfig = field(
+        default_factory=lambda: OptimizerConfig(name="flow", method="RK45", rtol=1e-7, atol=1e-10)
+    )
+    flow_max_evals: int = 200_000
+    rmsprop: OptimizerConfig = field(
+        default_factory=lambda: OptimizerConfig(name="group_rmsprop", lr=1e-3, beta=0.99, eps=1e-4)
+    )
+    max_steps: int = 1_000_000
+    rmsprop_depths: tuple[int, ...] = (2, 3, 4)
+    rmsprop_init_scales: tuple[float, ...] = (1e-3, 1e-4, 1e-5, 1e-6)
+    rmsprop_n_obs: tuple[int, ...] = (2000, 5000)
+    rmsprop_seeds: int = 1
+    nnm: bool = True
+    nnm_tol: float = 1e-3
+    nnm_solver: str = "admm"
+    nnm_n_obs: tuple[int, ...] = ()
+    dtype: str = "float64"
+
+    def __post_init__(self) -> None:
+        if self.nnm_solver not in NNM_SOLVERS:
+            raise ValueError(f"nnm_solver must be one of {NNM_SOLVERS}, got {self.nnm_solver!r}")
+        bad = sorted(set(self.optimizers) - {"flow", "group_rmsprop"})
+        if bad:
+            raise ValueError(f"optimizers must be flow or group_rmsprop, got {bad}")
+        if self.dtype not in ("float64", "float32"):
+            raise ValueError(f"dtype must be float64 or float32, got {self.dtype!r}")
+        if not self.n_obs or not self.depths or not self.init_scales:
+            raise ValueError("n_obs, depths and init_scales must each name at least one value")
+        if min(self.depths) < 1 or min(self.init_scales) <= 0 or min(self.n_obs) < 1:
+            raise ValueError("depths and n_obs must be >= 1 and init scales > 0")
+
+
+#: Columns of the rows :func:`recovery_grid` returns (the experiments' schema).
+COLUMNS = {
+    "method": "str",  # dmf | nuclear_norm_min | ground_truth
+    "n_obs": "int",
+    "seed": "int",
+    "depth": "int",
+    "optimizer": "str",
+    "init": "str",
+    "init_scale": "float",
+    "init_fro_norm": "float",
+    "status": "str",
+    "final_loss": "float",
+    "steps": "int",
+    "time": "float",
+    "n_evals": "int",
+    "wall_s": "float",
+    "recon_mse": "float",
+    "rel_fro_error": "float",
+    "nuclear_norm": "float",
+    "effective_rank": "float",
+    "singular_values": "json",
+    "max_violation": "float",
+    "error": "str",
+}
+
+
+def _matrix_metrics(X: torch.Tensor, W_star: torch.Tensor) -> dict[str, Any]:
+    """recon_mse, rel_fro_error, nuclear norm, effective rank and the top 10 singular values of
+    ``X`` (d1, d2) against ``W_star`` (DESIGN.md, "Definitions")."""
+    X, W_star = X.to(torch.float64).cpu(), W_star.to(torch.float64).cpu()
+    return {
+        "recon_mse": float(metrics.recon_mse(X, W_star)),
+        "rel_fro_error": float(metrics.rel_fro_error(X, W_star)),
+        "nuclear_norm": float(metrics.nuclear_norm(X)),
+        "effective_rank": float(metrics.effective_rank(X)),
+        "singular_values": metrics.singular_values(X)[:10].tolist(),
+    }
+
+
+def solve_nuclear_norm(problem: Problem, solver: str = "admm", tol: float = 1e-3) -> dict[str, Any]:
+    """``min ||X||_* s.t. |<A_i, X> - y_i| <= tol`` on ``problem`` (completion: ``<A_i, X> =
+    X_jk``) by ``solver`` (``admm``: factorflow's; ``scs``: CVXPY + SCS), as a row: status,
+    solve time, largest constraint violation, and the metrics of the solution (none if the
+    solver failed, with the error)."""
+    from factorflow.baselines.nuclear_norm import (
+        SolverError,
+        nuclear_norm_min,
+        nuclear_norm_min_admm,
+        nuclear_norm_min_sensing,
+        nuclear_norm_min_sensing_admm,
+    )
+
+    if solver not in NNM_SOLVERS:
+        raise ValueError(f"nnm solver must be one of {NNM_SOLVERS}, got {solver!r}")
+    row: dict[str, Any] = {"method": "nuclear_norm_min", "optimizer": solver}
+    try:
+        if isinstance(problem, MatrixSensing):
+            solve = nuclear_norm_min_sensing_admm if solver == "admm" else nuclear_norm_min_sensing
+            res = solve(problem.A, problem.y, tol=tol, allow_inaccurate=True)
+        else:
+            solve = nuclear_norm_min_admm if solver == "admm" else nuclear_norm_min
+            res = solve(problem.obs, tol=tol, allow_inaccurate=True)
+    except SolverError as e:
+        return {**row, "status": "failed", "error": str(e)}
+    X = torch.as_tensor(res.X, dtype=torch.float64)
+    W_star = problem.ground_truth.to(torch.float64)
+    residuals = problem.residuals(X[None].to(W_star.dtype))
+    return {
+        **row,
+        "status": res.status,
+        "wall_s": res.solve_time_s,
+        "max_violation": res.max_violation,
+        "final_loss": float(residuals.square().mean()),
+        **_matrix_metrics(X, W_star),
+    }
+
+
+def _scales_for(s: RecoverySettings, optimizer: str, depth: int, n_obs: int, seed: int) -> tuple:
+    if optimizer == "flow":
+        return s.init_scales
+    if depth in s.rmsprop_depths and n_obs in s.rmsprop_n_obs and seed < s.rmsprop_seeds:
+        return s.rmsprop_init_scales
+    return ()
+
+
+def recovery_grid(
+    s: RecoverySettings,
+    make_problem: Callable[[int, int], Problem],
+    device: torch.device | str = "cpu",
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    """Train the grid ``s`` (one run at a time) and solve the baseline; ``make_problem(n_obs,
+    seed)`` builds a CPU float64 problem. Returns the rows (schema :data:`COLUMNS`)."""
+    dtype = {"float64": torch.float64, "float32": torch.float32}[s.dtype]
+    dev = torch.device(device)
+    rows: list[dict[str, Any]] = []
+    for seed in range(s.seeds):
+        for n_obs in s.n_obs:
+            problem_cpu = make_problem(n_obs, seed)
+            W_star = problem_cpu.ground_truth.to(torch.float64)
+            common = {"n_obs": n_obs, "seed": seed}
+            rows.append({**common, "method": "ground_truth", **_matrix_metrics(W_star, W_star)})
+            if s.nnm and (not s.nnm_n_obs or n_obs in s.nnm_n_obs):
+                row = {**common, **solve_nuclear_norm(problem_cpu, s.nnm_solver, s.nnm_tol)}
+                rows.append(row)
+                log(
+                    f"seed {seed} n_obs {n_obs}: nuclear-norm min recon_mse "
+                    f"{row.get('recon_mse', math.nan):.3e} ({row.get('wall_s', math.nan):.1f} s, "
+                    f"{s.nnm_solver} {row['status']})"
+                )
+            problem = problem_cpu.to(dtype, dev)
+            objective = DMFObjective(problem, s.loss)
+            for depth in s.depths:
+                for opt in s.optimizers:
+                    for scale in _scales_for(s, opt, depth, n_obs, seed):
+                        rows.append(_train_one(s, objective, opt, depth, scale, seed, dtype, dev))
+                        r = rows[-1]
+                        log(
+                            f"seed {seed} n_obs {n_obs} depth {depth} {opt} init {scale:.0e}: "
+                            f"recon_mse {r['recon_mse']:.3e} ({r['status']}, loss "
+                            f"{r['final_loss']:.2e}, {r['steps']} steps, {r['wall_s']:.1f} s)"
+                        )
+                        rows[-1].update(common)
+    return rows
+
+
+def _train_one(
+    s: RecoverySettings,
+    objective: DMFObjective,
+    opt: str,
+    depth: int,
+    scale: float,
+    seed: int,
+    dtype: torch.dtype,
+    dev: torch.device,
+) -> dict[str, Any]:
+    problem = objective.problem
+    factors, norms = init_dmf(
+        problem.shape, depth, init=s.init, init_scale=[scale], seeds=[seed], dtype=dtype, device=dev
+    )
+    if opt == "flow":
+        optimizer, stop = (
+            build_optimizer(s.flow),
+            Stop(loss_below=s.loss_below, max_evals=s.flow_max_evals),
+        )
+    else:
+        optimizer, stop = (
+            build_optimizer(s.rmsprop),
+            Stop(loss_below=s.loss_below, max_steps=s.max_steps),
+        )
+    t0 = time.perf_counter()
+    res = train(factors, objective, optimizer, stop, Schedule(per_decade=2))
+    wall = time.perf_counter() - t0
+    W = end_to_end(res.params).detach()[0]
+    return {
+        "method": "dmf",
+        "depth": depth,
+        "optimizer": opt,
+        "init": s.init,
+        "init_scale": float(scale),
+        "init_fro_norm": float(norms[0]),
+        "status": res.status[0],
+        "final_loss": float(res.final_loss[0]),
+        "steps": int(res.steps[0]),
+        "time": float(res.time[0]),
+        "n_evals": int(res.n_evals),
+        "wall_s": wall,
+        **_matrix_metrics(W, problem.ground_truth),
+    }
+
+
+# --------------------------------------------------------------------------- measurements
+
+
+def mean_of(rows: pd.DataFrame, column: str) -> float:
+    """Mean of ``column`` over ``rows`` (NaN when there is none)."""
+    vals = pd.to_numeric(rows[column], errors="coerce").dropna()
+    return float(vals.mean()) if len(vals) else math.nan
+
+
+def spearman(x: np.ndarray | list[float], y: np.ndarray | list[float]) -> float:
+    """Spearman rank correlation of ``x`` and ``y`` (NaN for fewer than 2 points or ties
+    everywhere)."""
+    rx, ry = np.argsort(np.argsort(x)), np.argsort(np.argsort(y))
+    if len(x) < 2 or np.std(rx) == 0 or np.std(ry) == 0:
+        return math.nan
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def flow_vs_rmsprop(rows: pd.DataFrame) -> list[dict[str, Any]]:
+    """Every configuration run with both gradient flow and group RMSProp, with both final
+    recon_mse values and their ratio (flow / group RMSProp)."""
+    dmf = rows[rows["method"] == "dmf"]
+    keys = ["depth", "n_obs", "seed", "init_scale"]
+    a = dmf[dmf["optimizer"] == "group_rmsprop"][[*keys, "recon_mse"]]
+    b = dmf[dmf["optimizer"] == "flow"][[*keys, "recon_mse"]]
+    pairs = a.merge(b, on=keys, suffixes=("_group_rmsprop", "_flow"))
+    pairs["ratio"] = pairs["recon_mse_flow"] / pairs["recon_mse_group_rmsprop"]
+    return pairs.to_dict(orient="records")
+
+
+def _at(rows: pd.DataFrame, which: str) -> tuple[int, pd.DataFrame]:
+    """Rows at the smallest (``low``) or largest (``high``) observation count."""
+    ns = sorted(rows["n_obs"].dropna().unique())
+    if not ns:
+        raise NotJudged("no rows")
+    n = ns[0] if which == "low" else ns[-1]
+    return int(n), rows[rows["n_obs"] == n]
+
+
+def deep_vs_nnm(table: pd.DataFrame) -> dict[str, Any]:
+    """Mean recon_mse of each depth >= 3 (flow) and of nuclear-norm minimization at n_low."""
+    n, rows = _at(table, "low")
+    deep = rows[(rows["method"] == "dmf") & (rows["depth"] >= 3) & (rows["optimizer"] == "flow")]
+    nnm = rows[rows["method"] == "nuclear_norm_min"].dropna(subset=["recon_mse"])
+    if deep.empty or nnm.empty:
+        raise NotJudged("needs depth >= 3 flow runs and a solved nuclear-norm baseline at n_low")
+    by_depth = {f"depth{int(d)}_mean": mean_of(g, "recon_mse") for d, g in deep.groupby("depth")}
+    return {
+        "n_low": n,
+        **by_depth,
+        "deep_worst_mean": max(by_depth.values()),
+        "nnm_mean": mean_of(nnm, "recon_mse"),
+    }
+
+
+def nuclear_norm_and_rank(table: pd.DataFrame) -> dict[str, Any]:
+    """At n_low: depth-3 nuclear norm minus the nuclear-norm solution's, and effective ranks of
+    depth 3, the nuclear-norm solution and W*."""
+    n, rows = _at(table, "low")
+    d3 = rows[(rows["method"] == "dmf") & (rows["depth"] == 3) & (rows["optimizer"] == "flow")]
+    nnm = rows[rows["method"] == "nuclear_norm_min"].dropna(subset=["recon_mse"])
+    gt = rows[rows["method"] == "ground_truth"]
+    if d3.empty or nnm.empty:
+        raise NotJudged("needs depth-3 flow runs and a solved nuclear-norm baseline at n_low")
+    m = {
+        f"{name}_{q}": mean_of(g, q)
+        for name, g in (("depth3", d3), ("nnm", nnm), ("ground_truth", gt))
+        for q in ("nuclear_norm", "effective_rank")
+    }
+    m["nuclear_norm_excess"] = m["depth3_nuclear_norm"] - m["nnm_nuclear_norm"]
+    m["erank_gap"] = abs(m["depth3_effective_rank"] - m["ground_truth_effective_rank"])
+    m["nnm_erank_excess"] = m["nnm_effective_rank"] - m["ground_truth_effective_rank"]
+    return {"n_low": n, **m}
+
+
+def depth2_trend(table: pd.DataFrame) -> dict[str, Any]:
+    """Depth-2 mean recon_mse per init scale at n_low, the Spearman correlation of scale and
+    error, and largest-scale error over smallest-scale error."""
+    n, rows = _at(table, "low")
+    d2 = rows[(rows["method"] == "dmf") & (rows["depth"] == 2) & (rows["optimizer"] == "flow")]
+    by_scale = {float(k): mean_of(g, "recon_mse") for k, g in d2.groupby("init_scale")}
+    if len(by_scale) < 2:
+        raise NotJudged("needs depth-2 runs at >= 2 init scales")
+    scales = sorted(by_scale)
+    return {
+        "n_low": n,
+        "recon_mse_by_init_scale": by_scale,
+        "spearman": spearman(scales, [by_scale[x] for x in scales]),
+        "largest_over_smallest": by_scale[scales[-1]] / by_scale[scales[0]],
+    }
+
+
+def all_recover(table: pd.DataFrame) -> dict[str, Any]:
+    """At n_high: the largest recon_mse of every depth >= 2 run (any optimizer, seed, init) and
+    of the solved nuclear-norm baselines."""
+    n_low, _ = _at(table, "low")
+    n, rows = _at(table, "high")
+    if n == n_low:
+        raise NotJudged("needs a second, larger observation count")
+    parts = {
+        f"depth{int(d)}_max": float(g["recon_mse"].max())
+        for d, g in rows[(rows["method"] == "dmf") & (rows["depth"] >= 2)].groupby("depth")
+    }
+    nnm = rows[rows["method"] == "nuclear_norm_min"].dropna(subset=["recon_mse"])
+    if not nnm.empty:
+        parts["nnm_max"] = float(nnm["recon_mse"].max())
+    if not parts:
+        raise NotJudged("no depth >= 2 runs at n_high")
+    return {"n_high": n, **parts, "worst": max(parts.values())}
+
+
+def flow_agreement(table: pd.DataFrame) -> dict[str, Any]:
+    """The largest factor between flow's and group RMSProp's final recon_mse over the
+    configurations run with both."""
+    pairs = flow_vs_rmsprop(table)
+    if not pairs:
+        raise NotJudged("no configuration was run with both optimizers")
+    worst = max(max(p["ratio"], 1 / p["ratio"]) for p in pairs)
+    return {"worst_factor": worst, "pairs": pairs}

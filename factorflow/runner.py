@@ -1,0 +1,240 @@
+"""The one runner every experiment goes through: settings, folder, threads, seeds, timing,
+metadata, atomic writes, ``summary.json``, claims and figures.
+
+:func:`run_experiment` resolves the typed settings (scale preset + options), checks the output
+location before any work, runs the experiment into a temporary sibling folder
+(``.<name>.partial``), writes the rows, judges the claims and draws the figures from the files
+written there, and renames the folder into place when everything is written. An existing
+finished result is never replaced unless ``overwrite`` (then atomically: the old folder is kept
+until the new one is complete) and is reused as it is with ``resume`` when its settings are the
+same. A failed or interrupted run leaves any earlier result untouched.
+
+``summary.json``: ``{"experiment", "title", "paper", "scale", "config", "rows", "claims",
+"figures", "arrays", "elapsed_s", "meta"}`` (DESIGN.md, "Contracts").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from factorflow.config import build_dataclass, config_to_dict
+from factorflow.experiment import Context, Experiment, Result
+from factorflow.results import jsonable, read_json, run_metadata, write_json
+
+__all__ = [
+    "SCALES",
+    "check_out_dir",
+    "get_experiment",
+    "judge",
+    "load_result",
+    "redraw",
+    "run_experiment",
+]
+
+SCALES = ("quick", "paper", "smoke")
+
+
+def get_experiment(exp_id: str) -> Experiment:
+    """The registered experiment ``exp_id`` (a ValueError listing the registered ones)."""
+    from factorflow.experiments import EXPERIMENTS
+
+    if exp_id not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {exp_id!r}; registered: {sorted(EXPERIMENTS)}")
+    return EXPERIMENTS[exp_id]
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """Fail before any work when ``out_dir`` cannot be written: a file on its path, or a
+    folder that does not allow writing (a ValueError naming the path)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir}: exists and is not a folder")
+    node = out_dir
+    while not node.exists():
+        node = node.parent
+    if not node.is_dir():
+        raise ValueError(f"--out {out_dir}: {node} is a file, not a folder")
+    if not os.access(node, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out_dir}: {node} is not writable")
+    if out_dir.exists() and not os.access(out_dir.parent, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out_dir}: its parent {out_dir.parent} is not writable")
+
+
+def load_result(result_dir: str | Path) -> Result:
+    """A result folder as :class:`~factorflow.experiment.Result` (rows typed by the
+    experiment's schema, settings rebuilt strictly); a missing or corrupt file is an error
+    naming it."""
+    d = Path(result_dir)
+    summary = read_json(d / "summary.json")
+    exp = get_experiment(summary.get("experiment", "?"))
+    config = {k: v for k, v in summary.get("config", {}).items() if k not in _RUNNER_KEYS}
+    settings = build_dataclass(exp.settings, config)
+    return Result(d, summary, exp.rows_frame(summary.get("rows", [])), settings)
+
+
+#: Keys the runner adds to ``summary["config"]`` beside the settings.
+_RUNNER_KEYS = ("device", "scale", "wall_s_by_part")
+
+
+def judge(exp: Experiment, result: Result) -> list[dict[str, Any]]:
+    """Every claim of ``exp`` evaluated on ``result`` (see :meth:`Claim.evaluate`)."""
+    return [jsonable(c.evaluate(result)) for c in exp.claims]
+
+
+def redraw(result_dir: str | Path, log: Callable[[str], None] = print) -> list[str]:
+    """Draw the experiment's figures from the result folder alone, as ``<name>.png`` files in
+    it; returns the file names. A figure that fails is logged and skipped (the results stay)."""
+    from factorflow.plotting import figure_functions, save_figure
+
+    result = load_result(result_dir)
+    names = []
+    for draw in figure_functions(result.summary["experiment"]):
+        try:
+            figs = draw(result)
+        except Exception as e:
+            log(f"figure {draw.__name__} failed: {type(e).__name__}: {e}")
+            continue
+        names += [save_figure(fig, result.dir, name) for name, fig in figs.items()]
+    return names
+
+
+@contextlib.contextmanager
+def _threads(n: int | None) -> Iterator[None]:
+    """torch and BLAS limited to ``n`` threads for the block (None: as they are)."""
+    if n is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=n, user_api="blas"):
+            yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _same_settings(summary: Mapping[str, Any], config: Mapping[str, Any], scale: str) -> bool:
+    old = {k: v for k, v in summary.get("config", {}).items() if k not in _RUNNER_KEYS}
+    return summary.get("scale") == scale and jsonable(old) == jsonable(config)
+
+
+def run_experiment(
+    exp_id: str,
+    out_dir: str | Path,
+    *,
+    scale: str = "quick",
+    seeds: int | None = None,
+    device: str = "cpu",
+    options: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    threads: int | None = 1,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run experiment ``exp_id`` at ``scale`` (``quick``, ``paper`` or ``smoke``, a seconds-long
+    check) into ``out_dir`` and return its summary (see the module doc).
+
+    ``seeds`` overrides the preset's number of seeds; ``options`` set any settings field (dotted
+    keys for nested ones). ``threads``: torch and BLAS threads during the run (1 by default: the
+    problems are small, and parallelism comes from processes). ``overwrite`` replaces a finished
+    result atomically; ``resume`` returns it unchanged if it has the same settings."""
+    from factorflow.fit import resolve_device
+
+    exp = get_experiment(exp_id)
+    opts = dict(options or {})
+    if seeds is not None:
+        if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+            raise ValueError(f"--seeds must be an integer >= 1, got {seeds!r}")
+        opts["seeds"] = seeds
+    settings = exp.settings_for(scale, opts)
+    dev = resolve_device(device)
+    out = Path(out_dir)
+    check_out_dir(out)
+    config = config_to_dict(settings)
+    if (out / "summary.json").is_file() or (out.is_dir() and any(out.iterdir())):
+        old = read_json(out / "summary.json") if (out / "summary.json").is_file() else None
+        if resume and old is not None and _same_settings(old, config, scale):
+            log(f"{exp_id}: finished result with the same settings in {out}; kept")
+            return old
+        if resume and old is not None:
+            raise ValueError(
+                f"{out} holds a result of {old.get('experiment')} with other settings; "
+                "use another --out, or --overwrite to replace it"
+            )
+        if not overwrite and not resume:
+            raise FileExistsError(
+                f"{out} already holds a result; use --overwrite to replace it or --resume "
+                "to keep it"
+            )
+    tmp = out.parent / f".{out.name}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    ctx = Context(out_dir=tmp, device=dev, scale=scale, log=log)
+    t0 = time.perf_counter()
+    torch.manual_seed(0)  # experiments seed their own generators; this only pins stray draws
+    np.random.seed(0)  # noqa: NPY002
+    try:
+        with _threads(threads):
+            rows = exp.run(settings, ctx)
+        frame = exp.rows_frame(rows)
+        summary: dict[str, Any] = {
+            "experiment": exp.id,
+            "title": exp.title,
+            "paper": exp.paper,
+            "scale": scale,
+            "config": {**config, "device": str(dev)},
+            "rows": _records(frame),
+            "claims": [],
+            "figures": [],
+            "arrays": list(ctx.saved),
+            "elapsed_s": time.perf_counter() - t0,
+            "meta": run_metadata(),
+        }
+        write_json(tmp / "summary.json", summary)
+        result = Result(tmp, summary, frame, settings)
+        summary["claims"] = judge(exp, result)
+        write_json(tmp / "summary.json", summary)
+        summary["figures"] = redraw(tmp, log)
+        summary["elapsed_s"] = time.perf_counter() - t0
+        write_json(tmp / "summary.json", summary)
+        _swap_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return summary
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as plain dicts, missing values as None (NaN in a float column stays NaN -> null)."""
+    out = []
+    for rec in frame.to_dict(orient="records"):
+        out.append({k: (None if v is None or v is pd.NA else v) for k, v in rec.items()})
+    return out
+
+
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    """Rename the finished ``tmp`` folder to ``out``; an existing ``out`` is moved aside first
+    and removed only after the rename succeeded."""
+    old = out.parent / f".{out.name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        os.replace(out, old)
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        if old.exists() and not out.exists():
+            os.replace(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
