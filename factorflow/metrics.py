@@ -34,6 +34,7 @@ __all__ = [
     "effective_rank",
     "end_to_end",
     "frobenius_norm",
+    "matrix_metrics",
     "matrix_summary",
     "nuclear_norm",
     "numerical_rank",
@@ -347,4 +348,40 @@ def matrix_summary(W: Tensor, W_star: Tensor | None = None) -> dict[str, float]:
         out["rel_fro_error"] = float(rel_fro_error(W, W_star))
     if W.shape[0] == W.shape[1]:
         out["det"] = float(determinant(W))
+    return out
+
+
+def matrix_metrics(W: Tensor, depth: int) -> dict[str, Tensor]:
+    """Metrics of a batch of end-to-end matrices ``W`` (..., d1, d2) (e.g. a recorded
+    trajectory (T, d1, d2)) of a depth-``depth`` factorization, each of shape ``(...)``.
+
+    ``w11`` (signed) and ``abs_w11`` (the entry Razin & Cohen 2020 follow); ``nuclear_norm``,
+    ``fro_norm``, ``schatten_0.5`` and ``schatten_2/N`` ((sum_i sigma_i^p)^(1/p), quasi-norms
+    for p < 1); ``effective_rank``; ``floor_measure = (sigma_2 / sigma_1)^(2/N)`` (for balanced
+    factors the squared ratio of each factor's two largest singular values; 0 at W = 0); for
+    square W also ``det`` and ``rel_det = det / ||W||_F^2`` (scale-free; in [-1/2, 1/2] for
+    2x2). Float64 in, float64 out.
+    """
+    _check_matrix(W)
+    if int(depth) < 1:
+        raise ValueError(f"depth must be >= 1, got {depth}")
+    sv = singular_values(W)
+    fro = frobenius_norm(W)
+    p = 2.0 / int(depth)
+    out = {
+        "w11": W[..., 0, 0],
+        "abs_w11": W[..., 0, 0].abs(),
+        "nuclear_norm": nuclear_norm(W),
+        "fro_norm": fro,
+        "schatten_0.5": schatten_norm(W, 0.5),
+        "schatten_2/N": schatten_norm(W, p),
+        "effective_rank": effective_rank(W),
+    }
+    if sv.shape[-1] >= 2:
+        ratio = torch.where(sv[..., 0] > 0, sv[..., 1] / sv[..., 0], torch.zeros_like(fro))
+        out["floor_measure"] = ratio.pow(p)
+    if W.shape[-1] == W.shape[-2]:
+        det = determinant(W)
+        out["det"] = det
+        out["rel_det"] = det / fro.square()
     return out
