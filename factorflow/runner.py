@@ -213,7 +213,7 @@ def run_experiment(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return summary
+    return jsonable(summary)  # as written: NaN and missing values are null
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:

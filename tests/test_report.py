@@ -4,56 +4,77 @@ from __future__ import annotations
 
 import json
 import re
-import types
-from pathlib import Path
+import time
+from dataclasses import dataclass
 
 import pytest
 
-from factorflow import experiments
+from factorflow import experiments, plotting
 from factorflow.cli import main
-from factorflow.experiments.common import claim, save_figure
-from factorflow.report import TALK, reproduce_talk, write_report
+from factorflow.experiment import Claim, Experiment, NotJudged, at_least, at_most
+from factorflow.report import totals, write_report
+from factorflow.talk import TALK, reproduce_talk
 
 RECEIVED: list[dict] = []
 
 
-def _fake(exp_id: str, *, fail: BaseException | None = None, holds=(True, False, None)):
-    """A registered-experiment stand-in: one figure, three claims, rows with seeds."""
+@dataclass(frozen=True)
+class FakeSettings:
+    seeds: int = 2
+    shape: tuple[int, int] = (6, 6)
+    data_source: str = "synthetic rank-1"
+    depth: int = 3
 
-    def run(out_dir: Path, *, scale: str, seeds: int | None, device: str, options: dict):
-        RECEIVED.append({"id": exp_id, "scale": scale, "seeds": seeds, "device": device})
+
+def _claim(exp_id: str, j: int, h: bool | None) -> Claim:
+    def measure(result):
+        if h is None:
+            raise NotJudged("the fake cannot judge it")
+        return 0.123 + j
+
+    check = at_most(None, 10.0) if h else at_least(None, 10.0)
+    return Claim(
+        f"{exp_id}-c{j}",
+        f"claim {j} of {exp_id}",
+        0.5,
+        "Fake et al. 2019, Fig. 1",
+        measure,
+        (check,),
+    )
+
+
+def _fake(exp_id: str, *, fail: BaseException | None = None, holds=(True, False, None), sleep=0.0):
+    """A registered experiment of the real shape: rows with seeds, claims with the given
+    outcomes (True holds, False fails, None not judged), one figure (see ``_draw``)."""
+
+    def run(s: FakeSettings, ctx) -> list[dict]:
+        RECEIVED.append(
+            {"id": exp_id, "scale": ctx.scale, "seeds": s.seeds, "device": str(ctx.device)}
+        )
+        time.sleep(sleep)
         if fail is not None:
             raise fail
-        from factorflow.plotting import new_figure
+        return [{"method": "dmf", "seed": k, "recon_mse": 1e-5 * (k + 1)} for k in range(s.seeds)]
 
-        fig, (ax,) = new_figure()
-        ax.plot([0, 1], [1, 0])
-        name = save_figure(fig, out_dir, f"{exp_id}-curve")
-        k = seeds or 2
-        return {
-            "config": {
-                "shape": [6, 6],
-                "seeds": list(range(k)),
-                "data_source": f"synthetic rank-1 ({exp_id})",
-                "model": {"depth": 3, "init_scale": 1e-3},
-            },
-            "rows": [{"method": "dmf", "seed": s, "recon_mse": 1e-5 * (s + 1)} for s in range(k)],
-            "claims": [
-                claim(
-                    f"{exp_id}-c{j}",
-                    f"claim {j} of {exp_id}",
-                    paper=0.5,
-                    measured=0.123 + j,
-                    holds=h,
-                )
-                for j, h in enumerate(holds)
-            ],
-            "figures": [name],
-        }
-
-    return types.SimpleNamespace(
-        ID=exp_id, TITLE=f"Fake {exp_id}", PAPER="Fake et al. 2019", run=run
+    preset = FakeSettings(data_source=f"synthetic rank-1 ({exp_id})")
+    return Experiment(
+        id=exp_id,
+        title=f"Fake {exp_id}",
+        paper="Fake et al. 2019",
+        settings=FakeSettings,
+        scales={"quick": preset, "paper": preset, "smoke": preset},
+        columns={"method": "str", "seed": "int", "recon_mse": "float"},
+        claims=tuple(_claim(exp_id, j, h) for j, h in enumerate(holds)),
+        run=run,
     )
+
+
+def _draw(result) -> dict:
+    from factorflow.plotting import new_figure
+
+    fig, (ax,) = new_figure()
+    ax.plot(result.rows["seed"], result.rows["recon_mse"])
+    return {f"{result.summary['experiment']}-curve": fig}
 
 
 @pytest.fixture
@@ -63,9 +84,10 @@ def fakes(monkeypatch):
         "arora2019-completion": _fake("arora2019-completion"),
         "arora2019-dynamics": _fake("arora2019-dynamics", holds=(True,)),
         "razin2020-2x2": _fake("razin2020-2x2", fail=RuntimeError("boom: the fake failed")),
-        "razin2021-dynamics": _fake("razin2021-dynamics", holds=(True, True)),
+        "razin2021-dynamics": _fake("razin2021-dynamics", holds=(True, True, False)),
     }
     monkeypatch.setattr(experiments, "EXPERIMENTS", registry)
+    monkeypatch.setattr(plotting, "figure_functions", lambda exp_id: [_draw])
     return registry
 
 
@@ -91,7 +113,8 @@ def test_talk_report_end_to_end(tmp_path, fakes, capsys):
     ]
     # the failing one did not stop those after it
     assert [r["id"] for r in RECEIVED] == [t.id for t in TALK if t.id in fakes]
-    assert index["claims"] == {"held": 4, "failed": 1, "not_judged": 1}
+    # the headline counts claims and experiments apart (2 claims failed, 1 experiment failed)
+    assert index["claims"] == {"held": 4, "failed": 2, "not_judged": 1, "total": 7}
     assert "boom" in (tmp_path / "razin2020-2x2" / "error.txt").read_text()
 
     page = (tmp_path / "report.html").read_text()
@@ -109,17 +132,23 @@ def test_talk_report_end_to_end(tmp_path, fakes, capsys):
     for exp_id in ("arora2019-completion", "arora2019-dynamics", "razin2021-dynamics"):
         summary = json.loads((tmp_path / exp_id / "summary.json").read_text())
         for c in summary["claims"]:
-            assert c["measured"] is not None
             assert c["text"] in page and c["text"] in md
             row = next(line for line in md.splitlines() if c["text"] in line)
-            assert f"{c['measured']:.4g}" in row
+            assert "Fake et al. 2019, Fig. 1" in row  # the paper value's source
+            if c["holds"] is None:
+                assert c["measured"] is None and "the fake cannot judge it" in row
+            else:
+                assert f"{c['measured']:.4g}" in row
             assert {True: "holds", False: "fails", None: "not judged"}[c["holds"]] in row
         assert f"synthetic rank-1 ({exp_id})" in page  # data source
         assert f"![{exp_id}-curve.png]({exp_id}/{exp_id}-curve.png)" in md
     # failure with its traceback excerpt; header counts, version, commit, total time
     assert "RuntimeError: boom: the fake failed" in page and "Traceback" in page
     assert "RuntimeError: boom: the fake failed" in md
-    assert "4 held, 1 failed, 1 not judged" in md
+    assert "Claims: 4 held, 2 failed, 1 not judged (of 7)" in md
+    assert "Experiments: 3 ran, 1 failed, 4 not available" in md
+    head = re.sub(r"<[^>]+>", "", page.split("<table>")[0])
+    assert re.search(r"4 held\W+\w+ 2 failed\W+[\w ]+ 1 not judged\s+\(of 7\)", head), head
     assert "not registered" in page
     meta = index["meta"]
     assert f"factorflow {meta['factorflow']}" in md
@@ -155,7 +184,10 @@ def test_cli_reproduce_talk(tmp_path, fakes, capsys):
     text = capsys.readouterr().out
     assert "[1/1] arora2019-dynamics" in text and "claims 1 held, 0 failed" in text
     # a failed experiment makes the command exit 1 (the report is still written)
-    assert main(["reproduce", "talk", "--out", str(out), "--only", "razin2020-2x2"]) == 1
+    assert main(["reproduce", "talk", "--out", str(out), "--only", "razin2020-2x2"]) == 2
+    assert "--resume" in capsys.readouterr().err  # a second talk into the folder is refused
+    args = ["reproduce", "talk", "--out", str(out), "--only", "razin2020-2x2", "--resume"]
+    assert main(args) == 1
     assert (out / "report.html").is_file()
     assert main(["reproduce", "razin2021-dynamics", "--out", str(out), "--only", "x"]) == 2
     assert "--only is for" in capsys.readouterr().err
@@ -173,10 +205,11 @@ def test_a_rerun_that_fails_does_not_show_old_results(tmp_path, fakes, monkeypat
     monkeypatch.setitem(
         fakes, "arora2019-completion", _fake("arora2019-completion", fail=ValueError("now broken"))
     )
-    index = reproduce_talk(tmp_path, only=["arora2019-completion"], log=None)
+    index = reproduce_talk(tmp_path, only=["arora2019-completion"], log=None, overwrite=True)
     assert index["experiments"]["arora2019-completion"]["status"] == "failed"
-    assert index["claims"] == {"held": 0, "failed": 0, "not_judged": 0}
-    assert not (tmp_path / "arora2019-completion" / "summary.json").exists()
+    assert index["claims"] == {"held": 0, "failed": 0, "not_judged": 0, "total": 0}
+    # the earlier finished result is kept on disk, but the report does not show it as this run's
+    assert (tmp_path / "arora2019-completion" / "summary.json").exists()
     assert "data:image/png" not in (tmp_path / "report.html").read_text()
 
 
@@ -209,18 +242,7 @@ def test_bad_arguments(tmp_path, fakes):
 
 
 def test_heartbeat_while_an_experiment_runs(tmp_path, fakes, monkeypatch):
-    slow = _fake("arora2019-dynamics")
-    fast_run = slow.run
-
-    def run(out_dir, **kw):
-        import time
-
-        time.sleep(0.35)
-        return fast_run(out_dir, **kw)
-
-    monkeypatch.setitem(
-        fakes, "arora2019-dynamics", types.SimpleNamespace(**{**vars(slow), "run": run})
-    )
+    monkeypatch.setitem(fakes, "arora2019-dynamics", _fake("arora2019-dynamics", sleep=0.35))
     lines: list[str] = []
     reproduce_talk(tmp_path, only=["arora2019-dynamics"], log=lines.append, heartbeat_s=0.1)
     beats = [line for line in lines if "still running" in line]
@@ -229,7 +251,7 @@ def test_heartbeat_while_an_experiment_runs(tmp_path, fakes, monkeypatch):
 
 def test_parallel_jobs_give_the_same_report(tmp_path, fakes, monkeypatch):
     # worker processes inherit the fake registry through fork (the CLI spawns fresh ones)
-    monkeypatch.setattr("factorflow.report.MP_CONTEXT", "fork")
+    monkeypatch.setattr("factorflow.talk.MP_CONTEXT", "fork")
     lines: list[str] = []
     one = reproduce_talk(tmp_path / "one", log=None)
     two = reproduce_talk(tmp_path / "two", jobs=3, log=lines.append, heartbeat_s=0)
@@ -241,7 +263,7 @@ def test_parallel_jobs_give_the_same_report(tmp_path, fakes, monkeypatch):
         assert other.get("claims") == entry.get("claims")
         assert other.get("error") == entry.get("error")
     # each worker's printed output is kept; the failure is reported with its traceback
-    assert (tmp_path / "two" / "arora2019-dynamics" / "log.txt").is_file()
+    assert (tmp_path / "two" / "logs" / "arora2019-dynamics.txt").is_file()
     assert "boom" in (tmp_path / "two" / "razin2020-2x2" / "error.txt").read_text()
     assert any("razin2020-2x2: FAILED" in line for line in lines)
     assert sum("running" in line for line in lines) == 4  # each available one started once
@@ -263,19 +285,46 @@ def test_talk_jobs_option(monkeypatch):
         _talk_jobs(0, "cpu")
 
 
-def test_cli_option_reaches_the_experiment(tmp_path, fakes, monkeypatch):
-    got: dict = {}
-
-    def run(out_dir, *, scale, seeds, device, options):
-        got.update(options)
-        return {"config": {}, "rows": [], "claims": [], "figures": []}
-
-    monkeypatch.setitem(
-        fakes, "razin2021-dynamics", types.SimpleNamespace(ID="x", TITLE="x", PAPER="x", run=run)
-    )
-    args = ["reproduce", "razin2021-dynamics", "--out", str(tmp_path)]
-    opts = ["--option", 'optimizers=["flow"]', "--option", "R = 100", "--option", "x=1e-3"]
+def test_cli_option_reaches_the_experiment(tmp_path, fakes, capsys):
+    args = ["reproduce", "razin2021-dynamics", "--out", str(tmp_path / "o")]
+    opts = ["--option", "seeds = 3", "--option", "shape=[2, 5]", "--option", 'data_source="x"']
     assert main(args + opts) == 0
-    assert got == {"optimizers": ["flow"], "R": 100, "x": 1e-3}
-    assert main(args + ["--option", "optimizers=flow"]) == 2  # a bare string is not TOML
-    assert main(args + ["--option", "noequals"]) == 2
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["config"]["seeds"] == 3 and summary["config"]["shape"] == [2, 5]
+    assert RECEIVED[-1]["seeds"] == 3
+    bad = [
+        (["--option", "data_source=flow"], "not a TOML value"),  # a bare string
+        (["--option", "noequals"], "KEY=VALUE"),
+        (["--option", "depth=[3]"], "'depth' must be an integer, got [3]"),
+        (["--option", 'depth="three"'], "'depth' must be an integer, got 'three'"),
+        (["--option", "shape=3"], "'shape' must be a list of 2"),
+        (["--option", "nope=1"], "unknown option 'nope'"),
+    ]
+    for extra, message in bad:
+        assert main([*args, "--overwrite", *extra]) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_headline_equals_the_sum_over_the_experiments(tmp_path, fakes):
+    index = reproduce_talk(tmp_path, log=None)
+    summaries = {
+        i: json.loads((tmp_path / i / "summary.json").read_text())
+        for i, e in index["experiments"].items()
+        if e["status"] == "ok"
+    }
+    t = totals(index, summaries)
+    for key, label in (("held", True), ("failed", False), ("not_judged", None)):
+        assert t["claims"][key] == sum(
+            c["holds"] is label for s in summaries.values() for c in s["claims"]
+        )
+    assert t["claims"]["failed"] != t["experiments"]["failed"]  # the fixture tells them apart
+
+
+def test_second_talk_into_a_folder_is_refused_unless_resume_or_overwrite(tmp_path, fakes):
+    reproduce_talk(tmp_path, only=["arora2019-dynamics"], log=None)
+    with pytest.raises(FileExistsError, match="--resume"):
+        reproduce_talk(tmp_path, only=["arora2019-dynamics"], log=None)
+    RECEIVED.clear()
+    index = reproduce_talk(tmp_path, only=["arora2019-dynamics"], log=None, resume=True)
+    assert RECEIVED == []  # kept, not rerun
+    assert index["experiments"]["arora2019-dynamics"]["status"] == "ok"
