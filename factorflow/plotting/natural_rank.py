@@ -1,21 +1,19 @@
 """Figures of the natural-data tensor-rank experiment (Razin, Maman & Cohen 2021, Sec. 5).
 
-Drawn only from result files: the summary rows (error vs rank) and ``traces.npz`` (train error
-vs optimizer step).
+Drawn only from the result folder: the rows (error vs rank) and ``traces.npz`` (train error vs
+optimizer step).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from factorflow.experiments.common import save_figure
 from factorflow.plotting import new_figure
 
-__all__ = ["plot_convergence", "plot_error_vs_rank"]
+__all__ = ["FIGURES", "convergence_figure", "error_vs_rank_figures"]
 
 _STYLE = {
     "original": {"color": "tab:blue", "marker": "o", "label": "original"},
@@ -24,13 +22,21 @@ _STYLE = {
 }
 
 
-def plot_error_vs_rank(
-    rows: Sequence[dict[str, Any]], out_dir: Path, *, optimizer: str
-) -> list[str]:
+def error_vs_rank_figures(result: Any) -> dict[str, Any]:
+    """``natural_rank_{dataset}_{optimizer}`` for every optimizer of the result (see
+    :func:`error_vs_rank`)."""
+    rows = result.summary["rows"]
+    figs: dict[str, Any] = {}
+    for optimizer in dict.fromkeys(r["optimizer"] for r in rows):
+        figs.update(error_vs_rank(rows, optimizer=optimizer))
+    return figs
+
+
+def error_vs_rank(rows: Sequence[dict[str, Any]], *, optimizer: str) -> dict[str, Any]:
     """The paper's figure: train and test error (0/1 units) vs the rank R, one line per variant
-    (mean over seeds, shaded min-max), the label variance dashed. One PNG per dataset."""
+    (mean over seeds, shaded min-max), the label variance dashed. One figure per dataset."""
     rows = [r for r in rows if r["optimizer"] == optimizer]
-    names = []
+    figs = {}
     for dataset in sorted({r["dataset"] for r in rows}):
         rs = [r for r in rows if r["dataset"] == dataset]
         fig, axes = new_figure(2, width=4.4, height=3.4)
@@ -76,20 +82,19 @@ def plot_error_vs_rank(
             f"{r0['n_test']:,} test), {optimizer}",
             fontsize=9,
         )
-        names.append(save_figure(fig, out_dir, f"natural_rank_{dataset}_{optimizer}"))
-    return names
+        figs[f"natural_rank_{dataset}_{optimizer}"] = fig
+    return figs
 
 
-def plot_convergence(traces_path: Path, out_dir: Path) -> list[str]:
+def convergence_figure(result: Any) -> dict[str, Any]:
     """Train error vs optimizer step of every fit in ``traces.npz`` (keys
     ``{optimizer}__{variant}__R{rank}__seed{seed}__step`` / ``__train_error``), one panel per
-    optimizer, colour per variant, darker for larger R."""
-    with np.load(traces_path) as z:
-        data = {k: z[k] for k in z.files}
+    optimizer, colour per variant, darker for larger R: ``natural_rank_convergence``."""
+    data = result.arrays("traces")
     fits = sorted({k.rsplit("__", 1)[0] for k in data})
     optimizers = sorted({f.split("__")[0] for f in fits})
     if not optimizers:
-        return []
+        return {}
     fig, axes = new_figure(len(optimizers), width=4.6, height=3.4)
     for ax, opt in zip(axes, optimizers, strict=True):
         mine = [f for f in fits if f.startswith(f"{opt}__")]
@@ -110,4 +115,10 @@ def plot_convergence(traces_path: Path, out_dir: Path) -> list[str]:
         ax.set_ylabel("train error (0/1 units)")
         ax.set_title(f"{opt}: R = {', '.join(map(str, ranks))} (darker = larger R)", fontsize=9)
         ax.legend(fontsize=8)
-    return [save_figure(fig, out_dir, "natural_rank_convergence")]
+    return {"natural_rank_convergence": fig}
+
+
+#: Figures per experiment id, drawn from the result folder.
+FIGURES: dict[str, tuple[Any, ...]] = {
+    "razin2021-natural-rank": (error_vs_rank_figures, convergence_figure),
+}
