@@ -38,6 +38,7 @@ __all__ = [
     "cp_als",
     "cp_als_error",
     "estimate_tensor_rank",
+    "capped_tensor_rank",
     "masked_cp_als",
     "RANK_ITER_MAX",
 ]
@@ -332,6 +333,16 @@ def estimate_tensor_rank(
             stacklevel=2,
         )
     return max_rank + 1
+
+
+def capped_tensor_rank(tensor: Any, max_rank: int, tol: float = 1e-6) -> tuple[int, bool]:
+    """The papers' rank estimate (:func:`estimate_tensor_rank`, absolute ``mse < tol``) searched
+    up to ``max_rank``: ``(rank, capped)``, where ``capped`` means "more than ``max_rank``" and the
+    rank is then ``max_rank + 1``. TensorLy's numerical RuntimeWarnings are silenced."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        r = estimate_tensor_rank(_as_array(tensor), tol=tol, max_rank=_check_rank(max_rank))
+    return int(r), bool(r > max_rank)
 
 
 def masked_cp_als(

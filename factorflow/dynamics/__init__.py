@@ -1,6 +1,7 @@
 """Optimizers, gradient flow, stop rules and recording, batched over independent runs."""
 
 from factorflow.dynamics.optimizers import GD, OPTIMIZERS, Adam, GroupRMSProp, make_optimizer
+from factorflow.dynamics.patience import Patience, PatienceResult, train_patience
 from factorflow.dynamics.record import Schedule, Stop, Trajectory
 from factorflow.dynamics.train import FLOW_METHODS, Flow, TrainResult, gradient, train
 
@@ -8,6 +9,8 @@ __all__ = [
     "FLOW_METHODS",
     "GD",
     "OPTIMIZERS",
+    "Patience",
+    "PatienceResult",
     "Adam",
     "Flow",
     "GroupRMSProp",
@@ -18,4 +21,5 @@ __all__ = [
     "gradient",
     "make_optimizer",
     "train",
+    "train_patience",
 ]

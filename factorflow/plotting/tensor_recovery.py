@@ -1,23 +1,21 @@
 """Figures of the tensor completion recovery experiment (Razin & Cohen 2020, appendix).
 
-Drawn only from result files written by
-:mod:`factorflow.experiments.razin2020_tensor_recovery`: ``runs.json`` (the tidy rows) and
-``flow_steps.npz`` (accepted integrator times per flow phase).
+Drawn only from the result folder of ``razin2020-tensor-recovery``: the rows of
+``summary.json`` and ``flow_steps.npz`` (accepted integrator times per flow phase, keys
+``o{order}_r{rank}_m{n_obs}_i{init}_p{phase}``).
 """
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from factorflow.plotting import plt
 
-__all__ = ["plot_flow_steps", "plot_recovery", "recovery_curves"]
+__all__ = ["FIGURES", "draw", "flow_steps_figure", "recovery_curves", "recovery_figure"]
 
 #: (label, row filter, style) of the lines of the recovery figure
 _SERIES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
@@ -35,12 +33,6 @@ _SERIES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
      {"color": "tab:green", "marker": "D", "linestyle": ":"}),
     ("memorizer", {"method": "memorizer"}, {"color": "tab:gray", "marker": "x"}),
 ]  # fmt: skip
-
-
-def _load_rows(rows: str | Path | Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    if isinstance(rows, (str, Path)):
-        return json.loads(Path(rows).read_text())
-    return list(rows)
 
 
 def _match(row: dict[str, Any], cond: dict[str, Any]) -> bool:
@@ -70,14 +62,11 @@ def recovery_curves(
     return ms, q[:, 0], q[:, 1], q[:, 2]
 
 
-def plot_recovery(rows: str | Path | Sequence[dict[str, Any]], out_dir: Path) -> str:
+def recovery_figure(rows: Sequence[dict[str, Any]]) -> Any:
     """Error vs #observations (log y, median line, quartile band) and estimated rank vs
     #observations, one row of panels per (order, target rank) of the recovery grid, in the
-    style of Razin & Cohen 2020's appendix figure. Writes ``tensor_recovery.png``; returns the
-    file name."""
-    from factorflow.experiments.common import save_figure
-
-    data = [r for r in _load_rows(rows) if r.get("setting") == "recovery"]
+    style of Razin & Cohen 2020's appendix figure."""
+    data = [r for r in rows if r.get("setting") == "recovery"]
     cells = sorted({(int(r["order"]), int(r["target_rank"])) for r in data})
     n = max(1, len(cells))
     fig, axes = plt.subplots(n, 2, figsize=(9.6, 3.4 * n), squeeze=False)
@@ -115,23 +104,18 @@ def plot_recovery(rows: str | Path | Sequence[dict[str, Any]], out_dir: Path) ->
         axes[0][0].legend(handles, labels, fontsize=7, loc="best")
     fig.suptitle("Tensor completion from small init (median, quartiles over seeds)", fontsize=10)
     fig.tight_layout()
-    return save_figure(fig, Path(out_dir), "tensor_recovery")
+    return fig
 
 
-def plot_flow_steps(
-    npz_path: str | Path, rows: str | Path | Sequence[dict[str, Any]], out_dir: Path
-) -> str:
+def flow_steps_figure(arrays: Mapping[str, np.ndarray]) -> Any:
     """Where gradient flow spends its steps: accepted step size vs flow time, one line per
-    (cell, init, phase) recorded in ``flow_steps.npz`` (keys ``o{order}_r{rank}_m{n_obs}_i{init}
-    _p{phase}``). Writes ``flow_steps.png``; returns the file name."""
-    from factorflow.experiments.common import save_figure
-
-    arrays = np.load(npz_path)
+    (cell, init, phase) (keys ``o{order}_r{rank}_m{n_obs}_i{init}_p{phase}``), phases of a cell
+    concatenated in time."""
     fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.4), squeeze=False)
     ax_dt, ax_n = axes[0]
     offsets: dict[str, float] = {}
     for key in sorted(
-        arrays.files, key=lambda k: (k.rsplit("_p", 1)[0], int(k.rsplit("_p", 1)[1]))
+        arrays, key=lambda k: (k.rsplit("_p", 1)[0], int(k.rsplit("_p", 1)[1]))
     ):
         at = np.asarray(arrays[key], dtype=float)
         cell, phase = key.rsplit("_p", 1)
@@ -149,7 +133,19 @@ def plot_flow_steps(
     ax_n.set_title("gradient flow: steps taken", fontsize=9)
     for ax in (ax_dt, ax_n):
         ax.grid(True, which="both", alpha=0.25)
-    if len(arrays.files) <= 12:
+    if len(arrays) <= 12:
         ax_dt.legend(fontsize=6)
     fig.tight_layout()
-    return save_figure(fig, Path(out_dir), "flow_steps")
+    return fig
+
+
+def draw(result: Any) -> dict[str, Any]:
+    """``tensor_recovery`` from the rows, and ``flow_steps`` where flow ran."""
+    figs = {"tensor_recovery": recovery_figure(result.summary["rows"])}
+    if "flow_steps.npz" in result.summary.get("arrays", []):
+        figs["flow_steps"] = flow_steps_figure(result.arrays("flow_steps"))
+    return figs
+
+
+#: Figures per experiment id (see :func:`factorflow.plotting.figure_functions`).
+FIGURES: dict[str, tuple[Any, ...]] = {"razin2020-tensor-recovery": (draw,)}

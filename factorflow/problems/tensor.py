@@ -2,6 +2,8 @@
 
 * :func:`low_rank_tensor` — a random CP-rank-``rank`` tensor with a given Frobenius norm.
 * :func:`tensor_completion` — observe ``n_obs`` distinct entries, uniformly at random.
+* :func:`nested_completion_target` / :func:`observe_first` — a target with one fixed random order
+  of its entries, observed ``n_obs`` at a time (nested observation sets).
 * :class:`TensorSensing` / :func:`tensor_sensing` — linear measurements ``y_i = <A_i, W*>`` with
   rank-1 (memory-light) or dense Gaussian measurement tensors.
 * :data:`PAPER_SETTINGS` / :func:`paper_setting` — the synthetic settings of Razin & Cohen 2020
@@ -17,6 +19,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from factorflow.factorizations.cp import cp_sensing_predict, cp_to_tensor
@@ -25,6 +28,8 @@ from factorflow.problems.completion import Completion, sample_indices
 __all__ = [
     "low_rank_tensor",
     "tensor_completion",
+    "nested_completion_target",
+    "observe_first",
     "TensorSensing",
     "tensor_sensing",
     "PaperSetting",
@@ -81,6 +86,27 @@ def tensor_completion(target: torch.Tensor, n_obs: int, generator: torch.Generat
     target = torch.as_tensor(target)
     idx = sample_indices(tuple(target.shape), n_obs, generator).to(target.device)
     return Completion.from_array(target, idx)
+
+
+def nested_completion_target(
+    dims: Sequence[int], rank: int, seed: int, dtype: torch.dtype = torch.float64
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The target of Razin & Cohen (2020, appendix): CP rank ``rank``, N(0, 1) factors,
+    ``||W*||_F = 1`` (:func:`low_rank_tensor`), and one random order of its entries,
+    ``(prod(dims), order)`` positions; the observed set of size m is its first m rows, so the sets
+    of a sweep over m are nested. Both drawn from one CPU generator seeded with ``seed``."""
+    gen = torch.Generator().manual_seed(int(seed))
+    W, _ = low_rank_tensor(dims, rank, generator=gen, dtype=dtype)
+    perm = torch.randperm(math.prod(W.shape), generator=gen)
+    pos = np.unravel_index(perm.numpy(), tuple(W.shape))
+    return W, torch.stack([torch.as_tensor(a) for a in pos], dim=1).to(torch.long)
+
+
+def observe_first(target: torch.Tensor, order: torch.Tensor, n_obs: int) -> Completion:
+    """``target`` observed at the first ``n_obs`` positions of ``order`` (a :class:`Completion`)."""
+    if not 1 <= n_obs <= order.shape[0]:
+        raise ValueError(f"cannot observe {n_obs} of {order.shape[0]} entries")
+    return Completion.from_array(target, order[:n_obs])
 
 
 @dataclass(frozen=True)
