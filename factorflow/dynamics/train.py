@@ -55,8 +55,9 @@ class Flow:
 
     ``"cvode"`` (:mod:`factorflow.dynamics.stiff`): SUNDIALS CVODE BDF with GMRES
     (``krylov_dim`` vectors); ``jv="hvp"`` exact Hessian-vector products (double backward),
-    ``"dq"`` CVODE's difference quotient; ``precond`` uses the structured preconditioner when
-    the objective has one (deep matrix factorization on completion), else none.
+    ``"dq"`` CVODE's difference quotient; ``precond`` uses the balanced-DMF preconditioner
+    (right preconditioning) when the objective is a deep matrix factorization on completion,
+    none otherwise (measured in ``benchmarks/bench_stiff.py``).
     """
 
     method: str = "auto"

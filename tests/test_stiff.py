@@ -1,0 +1,198 @@
+"""The stiff integrator (SUNDIALS CVODE BDF + GMRES through scikit-sundae) and Flow(method="auto")'s
+switch to it: a linear flow with a known solution and widely spread eigenvalues; the end state
+equals RK45's on small deep matrix factorizations; balancedness and the sign of det kept on the
+2x2 problem; loss-threshold crossings located exactly; the optional dependency's messages."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from factorflow import metrics
+from factorflow.config import OptimizerConfig
+from factorflow.dynamics import Flow, Schedule, Stop, stiff, train
+from factorflow.factorizations.dmf import end_to_end, init_dmf
+from factorflow.objectives import DMFObjective
+from factorflow.problems.matrix import razin_2x2, synthetic_completion
+
+needs_sundials = pytest.mark.skipif(
+    not stiff.sundials_available(), reason="scikit-sundae (extra 'stiff') not installed"
+)
+
+
+class _Quadratic:
+    """L(x) = 1/2 x^T A x per run, x (B, n); the flow is dx/dt = -A x."""
+
+    def __init__(self, A: torch.Tensor) -> None:
+        self.A = A
+
+    def __call__(self, ps):
+        (x,) = ps
+        return 0.5 * torch.einsum("bi,ij,bj->b", x, self.A, x)
+
+
+def _spread_quadratic(n: int = 12, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    Q, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
+    lam = torch.logspace(-6, 2, n, dtype=torch.float64)  # eigenvalues 1e-6 .. 1e2
+    A = Q @ torch.diag(lam) @ Q.T
+    x0 = torch.randn(1, n, generator=g, dtype=torch.float64)
+    return A, Q, lam, x0
+
+
+@needs_sundials
+@pytest.mark.parametrize("jv", ["hvp", "dq"])
+def test_linear_flow_exact_solution_spread_eigenvalues(jv):
+    """dx/dt = -A x, eig(A) log-spaced in [1e-6, 1e2]: x(t) = Q exp(-Lambda t) Q^T x0 at
+    recorded times up to T = 1e4 (stiffness ratio 1e8); RK45 would need ~T lambda_max / 3.3 =
+    3e5 steps, CVODE about a thousand steps."""
+    A, Q, lam, x0 = _spread_quadratic()
+    times = (1e-2, 1.0, 1e2, 1e4)
+    res = train(
+        [x0],
+        _Quadratic(A),
+        Flow(method="cvode", rtol=1e-9, atol=1e-13, jv=jv),
+        Stop(max_time=1e4),
+        Schedule(points=times),
+        {"x": lambda ps: ps[0]},
+    )
+    assert res.status == ["max_time"] and res.time[0] == pytest.approx(1e4)
+    tr = res.run_trajectory(0)
+    for t in times:
+        (row,) = np.flatnonzero(np.isclose(tr.time, t, rtol=1e-12))
+        exact = (Q @ (torch.exp(-lam * t) * (Q.T @ x0[0]))).numpy()
+        np.testing.assert_allclose(tr.values["x"][row], exact, rtol=0, atol=2e-6)
+    assert res.n_evals < 10_000  # unpreconditioned GMRES: up to n = 12 products per solve
+    if jv == "hvp":
+        assert res.info["n_hvp"] > 0 and res.info["jv"] == "hvp"
+
+
+@needs_sundials
+def test_auto_switches_to_cvode_when_rk45_is_stability_limited():
+    """auto starts with RK45 (forced here by auto_lsoda_max_dim=0) and switches once h lambda
+    stays above 3.25 (the stiff modes have decayed; lambda_max = 100): the segments say where,
+    and the end state is the exact one."""
+    A, Q, lam, x0 = _spread_quadratic()
+    T = 1e3
+    res = train(
+        [x0],
+        _Quadratic(A),
+        Flow(method="auto", auto_lsoda_max_dim=0, rtol=1e-9, atol=1e-13),
+        Stop(max_time=T),
+    )
+    segs = res.info["segments"]
+    assert [s["method"] for s in segs] == ["RK45", "cvode"]
+    assert res.method == "flow:RK45+cvode"
+    # the two-stage estimate sees lambda_max once the fast modes' error dominates y7 - y6 (t ~ 10
+    # here, RK45 stability-limited from t ~ 0.2 on): late, but long before RK45's ~1e5 evaluations
+    assert 0 < segs[1]["t_start"] < 100 and segs[1]["evals_start"] < 5000
+    assert segs[0]["t_end"] == segs[1]["t_start"] and segs[1]["t_end"] == pytest.approx(T)
+    exact = Q @ (torch.exp(-lam * T) * (Q.T @ x0[0]))
+    np.testing.assert_allclose(res.params[0][0].numpy(), exact.numpy(), rtol=0, atol=2e-6)
+    assert res.n_evals < 10_000  # RK45 alone: ~1e5
+
+
+def _dmf_problem(seeds=(0,)):
+    obj = DMFObjective(synthetic_completion((6, 6), 2, 20, seed=0), "mse")
+    fs, _ = init_dmf((6, 6), 3, init="gaussian", init_scale=1e-2, seeds=list(seeds))
+    return obj, fs
+
+
+@needs_sundials
+@pytest.mark.parametrize("kw", [{"jv": "hvp"}, {"jv": "dq"}, {"jv": "hvp", "precond": True}])
+def test_end_state_equals_rk45_on_small_dmf(kw):
+    """6x6 rank 2, 20 observations, depth 3, through the rank-by-rank phase to loss 1e-6: the
+    end-to-end matrix and the crossing time agree with RK45's (both at rtol 1e-9)."""
+    obj, fs = _dmf_problem()
+    stop = Stop(loss_below=1e-6, max_steps=200_000)
+    ref = train(fs, obj, Flow(method="RK45", rtol=1e-9, atol=1e-12), stop)
+    res = train(fs, obj, Flow(method="cvode", rtol=1e-9, atol=1e-12, **kw), stop)
+    assert ref.status == res.status == ["converged"]
+    assert res.time[0] == pytest.approx(ref.time[0], rel=1e-5)
+    W, Wr = end_to_end(res.params), end_to_end(ref.params)
+    assert float((W - Wr).norm() / Wr.norm()) < 1e-5
+    if kw.get("precond"):
+        assert res.info["precond"] is True and res.info["nprec_solves"] > 0
+
+
+@needs_sundials
+def test_loss_threshold_crossings_located_exactly_batched():
+    """Two runs crossing loss 1e-5 at different times: each stops at its own crossing, the loss
+    at the reported state equals the level, and the earlier run's state is held while the other
+    goes on (its rows of the field and of the Hessian products are masked)."""
+    obj, fs = _dmf_problem(seeds=(0, 1))
+    thr = 1e-5
+    res = train(fs, obj, Flow(method="cvode", rtol=1e-9, atol=1e-12), Stop(loss_below=thr))
+    assert res.status == ["converged", "converged"]
+    assert res.time[0] != pytest.approx(res.time[1], rel=1e-3)
+    L = obj(res.params).numpy()
+    np.testing.assert_allclose(L, thr, rtol=1e-8)
+    np.testing.assert_allclose(res.final_loss, thr, rtol=1e-8)
+    for b in range(2):
+        solo = train(
+            [f[b : b + 1] for f in fs],
+            obj,
+            Flow(method="cvode", rtol=1e-9, atol=1e-12),
+            Stop(loss_below=thr),
+        )
+        assert solo.time[0] == pytest.approx(res.time[b], rel=1e-5)
+
+
+@needs_sundials
+def test_balancedness_and_det_sign_kept_on_2x2():
+    """Razin & Cohen 2020's [[?, 1], [1, 0]], depth 3, balanced init with det > 0, to loss 1e-4:
+    W_{j+1}^T W_{j+1} - W_j W_j^T stays (zero) and det W > 0 at every accepted step."""
+    obj = DMFObjective(razin_2x2(), "half_sse")
+    fs, _ = init_dmf(
+        (2, 2), 3, init="normal", init_scale=8e-3, seeds=[0, 1], balance=True, det_sign=1
+    )
+
+    def diffs(ps):
+        return torch.stack([ps[j + 1].mT @ ps[j + 1] - ps[j] @ ps[j].mT for j in range(2)], 1)
+
+    res = train(
+        fs,
+        obj,
+        Flow(method="cvode"),
+        Stop(loss_below=1e-4, max_steps=100_000),
+        Schedule(accepted=True),
+        {"det": lambda ps: metrics.determinant(end_to_end(ps)), "D": diffs},
+    )
+    assert res.status == ["converged"] * 2
+    for b in range(2):
+        tr = res.run_trajectory(b)
+        assert tr.values["det"].min() > 0
+        scale = max(float(f[b].abs().max()) for f in res.params) ** 2  # ~ |w11|^(2/3)
+        assert np.abs(tr.values["D"]).max() < 1e-6 * scale
+        assert abs(float(end_to_end(res.params)[b, 0, 0])) > 68  # |w11| grew (>= the bound)
+
+
+def test_without_sundials_cvode_names_the_extra_and_auto_falls_back(monkeypatch):
+    monkeypatch.setattr(stiff, "sundials_available", lambda: False)
+    with pytest.raises(ImportError, match=r"factorflow\[stiff\]"):
+        Flow(method="cvode")
+    A, Q, lam, x0 = _spread_quadratic(n=4)
+    res = train([x0], _Quadratic(A), Flow(method="auto", auto_lsoda_max_dim=0), Stop(max_time=1.0))
+    assert res.method == "flow:RK45"
+    assert "scikit-sundae" in res.info["auto_note"]
+    assert [s["method"] for s in res.info["segments"]] == ["RK45"]
+
+
+def test_config_accepts_new_flow_methods():
+    assert OptimizerConfig(name="flow", method="cvode").method == "cvode"
+    assert OptimizerConfig(name="flow", method="auto").method == "auto"
+
+
+def test_rk45_stiffness_estimate_on_linear_flow():
+    """h lambda from a Dormand-Prince step's last two stages equals h lambda_max on a scalar
+    linear flow dx/dt = -lambda x."""
+    import scipy.integrate
+
+    lam = 50.0
+    s = scipy.integrate.RK45(lambda t, y: -lam * y, 0.0, np.array([1.0]), 1.0, first_step=0.01)
+    s.step()
+    assert stiff.rk45_stiffness(s) == pytest.approx(lam * s.h_previous, rel=1e-10)
+    assert math.isfinite(stiff.rk45_stiffness(s))
