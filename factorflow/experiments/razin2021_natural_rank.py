@@ -221,7 +221,7 @@ def _claims(opt: str) -> tuple[Claim, ...]:
             },
             source=FIGURE,
             measure=_measure(m.original_test_vs_label_variance, opt),
-            checks=(Check("worst_to_label_variance", "<", 1.0),),
+            checks=(Check("worst_to_label_variance", "<", 1.0), Check("n_nonfinite", "<=", 0)),
         ),
         Claim(
             f"random_test_above_label_variance[{opt}]",

@@ -84,8 +84,8 @@ def random_rank1_vs_label_variance(rows: pd.DataFrame, optimizer: str) -> dict[s
 
 
 def original_test_vs_label_variance(rows: pd.DataFrame, optimizer: str) -> dict[str, Any]:
-    """The original data's mean test error per R, its worst single fit (any R, any seed; NaN
-    counts as infinite) and that worst fit over the test label variance."""
+    """The original data's mean test error per R, its worst finite single fit (any R, any seed)
+    over the test label variance, and the number of fits without a finite test error."""
     rows = _fits(rows, optimizer)
     orig = rows[rows["variant"] == "original"]
     lv = mean_error(rows, "test_label_variance")
@@ -93,12 +93,14 @@ def original_test_vs_label_variance(rows: pd.DataFrame, optimizer: str) -> dict[
         raise NotJudged("needs the original data")
     per = {f"R{r}": mean_error(orig, "test_error", rank=r) for r in sorted(orig["rank"].unique())}
     errs = np.asarray(orig["test_error"], dtype=float)
-    worst = float(np.max(np.where(np.isfinite(errs), errs, np.inf)))
+    finite = errs[np.isfinite(errs)]
+    worst = float(finite.max()) if finite.size else None
     return {
         "test_error": per,
         "worst_single_fit": worst,
         "test_label_variance": lv,
-        "worst_to_label_variance": worst / lv,
+        "worst_to_label_variance": None if worst is None else worst / lv,
+        "n_nonfinite": int(errs.size - finite.size),
     }
 
 
