@@ -247,3 +247,13 @@ def test_saved_summary_claims_are_judged_again_the_same(tmp_path: Path) -> None:
     out = _run(tmp_path / "o")
     again = judge(EXP, load_result(tmp_path / "o"))
     assert json.dumps(again, sort_keys=True) == json.dumps(out["claims"], sort_keys=True)
+
+
+@pytest.mark.parametrize("scale", ["smoke", "quick", "paper"])
+def test_settings_round_trip_through_toml(scale: str) -> None:
+    import tomllib
+
+    from factorflow.config import build_dataclass, config_to_dict, to_toml
+
+    s = EXP.scales[scale]
+    assert build_dataclass(EXP.settings, tomllib.loads(to_toml(config_to_dict(s)))) == s
