@@ -1,237 +1,158 @@
-"""The razin2020-tensor-recovery experiment: summary contract, a small scientific check, bad input."""
+"""The razin2020-tensor-recovery experiment: a tiny run through the runner, a small scientific
+check, the settings' validation, and each claim judged on hand-made rows (holding and failing)."""
 
 from __future__ import annotations
 
-import json
-import math
+import dataclasses
+from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from factorflow.experiments import EXPERIMENTS, reproduce
-from factorflow.experiments import razin2020_tensor_recovery as exp
-from factorflow.factorizations.cp import init_cp
-from factorflow.objectives import CPObjective
-from factorflow.problems.completion import Completion
+from factorflow.experiment import Result
+from factorflow.experiments import EXPERIMENTS
+from factorflow.experiments import razin2020_tensor_recovery as mod
+from factorflow.runner import load_result, run_experiment
+
+EXP = mod.EXPERIMENT
 
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    """These problems are tiny: one intra-op thread is fastest (and far faster under load)."""
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
 
 
-ROW_FIELDS = {
-    "setting",
-    "method",
-    "order",
-    "dims",
-    "target_rank",
-    "n_obs",
-    "R",
-    "init_scale",
-    "optimizer",
-    "stop_rule",
-    "seed",
-    "final_loss",
-    "rel_fro_error",
-    "estimated_rank",
-    "n_large_components",
-    "status",
-    "steps",
-}
-
-TINY = {
-    "orders": [3],
-    "dim": 4,
-    "target_ranks": [1],
-    "n_obs": [20, 30],
-    "seeds": 2,
-    "flow_n_obs": [30],
-    "flow_inits": [1e-3],
-    "flow_losses": [1e-6, 1e-9],
-    "flow_max_evals": 3000,
-    "max_steps": 4000,
-    "check_every": 25,
-    "rank_for": "claims",
-    "rank_max": 4,
-    "claim_n_obs": 30,
-    "comparison_dim": 4,
-    "comparison_rank": 1,
-    "comparison_frac": 0.5,
-}
-
-
-def test_registered():
-    assert EXPERIMENTS[exp.ID] is exp
-
-
-def test_tiny_end_to_end_summary_contract(tmp_path):
-    summary = reproduce(exp.ID, tmp_path, scale="quick", options=dict(TINY))
-    on_disk = json.loads((tmp_path / "summary.json").read_text())
-    assert on_disk["experiment"] == exp.ID and on_disk["scale"] == "quick"
-    rows = summary["rows"]
-    assert rows and all(ROW_FIELDS <= set(r) for r in rows)
-    methods = {r["method"] for r in rows}
-    assert methods == {"cp_gd", "cp_flow", "memorizer", "masked_cp_als"}
-    gd = [r for r in rows if r["method"] == "cp_gd" and r["stop_rule"] == "paper"]
-    # 2 n_obs x 2 inits x 2 seeds in the recovery grid, 1 seed in the comparison
-    assert len([r for r in gd if r["setting"] == "recovery"]) == 8
-    assert len([r for r in gd if r["setting"] == "als_comparison"]) == 1
-    for r in gd:
-        assert r["R"] == 16
-        assert math.isfinite(r["rel_fro_error"]) and r["final_loss"] >= 0
-        assert r["optimizer"] == "group_rmsprop" and r["status"]
-    flow = [r for r in rows if r["method"] == "cp_flow"]
-    assert {r["stop_rule"] for r in flow} == {"mse<1e-06", "mse<1e-09"}
-    assert all(r["optimizer"].startswith("flow:") for r in flow)
-    # flow continued from 1e-6 to 1e-9 lowers the loss
-    for s in (0, 1):
-        by = {r["stop_rule"]: r for r in flow if r["seed"] == s}
-        assert by["mse<1e-09"]["final_loss"] <= by["mse<1e-06"]["final_loss"]
-    # ranks only where the claims need them
-    ranked = [r for r in rows if r["estimated_rank"] is not None]
-    assert ranked and all(r["n_obs"] == 30 and r["setting"] == "recovery" for r in ranked)
-    claims = summary["claims"]
-    ids = {c["id"] for c in claims}
-    assert {
-        "rank1-order3-recovered",
-        "rank1-order3-solution-rank",
-        "init-scale-effect",
-        "beats-masked-cp-als",
-    } <= ids
-    for c in claims:
-        assert {"id", "text", "paper", "measured", "holds"} <= set(c)
-        assert c["holds"] in (True, False, None)
-    by_id = {c["id"]: c for c in claims}
-    assert by_id["rank1-order4-recovered"]["holds"] is None  # order 4 not run
-    assert by_id["rank1-order3-recovered"]["measured"]["median_rel_fro_error"] is not None
-    assert by_id["rank1-order3-recovered"]["measured"]["instance0_flow_by_stop_loss"]
-    for name in summary["figures"]:
-        path = tmp_path / name
-        assert path.suffix == ".png" and path.stat().st_size > 1000
-    assert set(summary["figures"]) == {"tensor_recovery.png", "flow_steps.png"}
-    assert (tmp_path / "runs.json").exists() and (tmp_path / "flow_steps.npz").exists()
-    assert summary["flow_steps"] and all(f["nfev"] > 0 for f in summary["flow_steps"])
-
-
-def test_rank1_5x5x5_recovered_from_60_observations(tmp_path):
-    """Small init + the paper's optimizer and stop rule recover a rank-1 5x5x5 tensor."""
-    summary = exp.run(
-        tmp_path,
-        scale="quick",
-        seeds=2,
-        options={
-            "dim": 5,
-            "n_obs": [60],
-            "init_scales": [1e-3],
-            "flow": False,
-            "comparison": False,
-            "rank_for": "all",
-            "rank_max": 4,
-            "claim_n_obs": 60,
-        },
+def test_registered_with_quick_preset_of_the_old_module():
+    assert EXPERIMENTS[EXP.id] is EXP and EXP.part == "Tensor recovery and dynamics"
+    q = EXP.scales["quick"]
+    assert (q.orders, q.target_ranks, q.n_obs3, q.max_steps3, q.seeds) == (
+        (3,),
+        (1,),
+        (100, 200, 300),
+        3000,
+        5,
     )
-    gd_all = [r for r in summary["rows"] if r["method"] == "cp_gd" and r["stop_rule"] == "paper"]
-    gd = [r for r in gd_all if r["setting"] == "recovery"]
-    assert len(gd) == 2
-    # the claim's extra target instances (claim_targets = 3): two more targets, 2 inits each
-    extra = [r for r in gd_all if r["setting"] == "recovery_extra_target"]
-    assert sorted({r["target_seed"] for r in extra}) == [1, 2] and len(extra) == 4
-    claim = next(c for c in summary["claims"] if c["id"] == "rank1-order3-recovered")
-    assert claim["measured"]["n_runs"] == 6
-    assert set(claim["measured"]["median_per_target_instance"]) == {"0", "1", "2"}
-    for r in gd:
-        assert r["status"] == "converged"
-        assert r["rel_fro_error"] < 1e-2, r
-        assert r["estimated_rank"] == 1
-        assert r["n_large_components"] == 1
-    mem = [r for r in summary["rows"] if r["method"] == "memorizer"][0]
-    assert mem["rel_fro_error"] > 0.3 and mem["estimated_rank"] > 1
+    assert (q.gd.name, q.gd.lr, q.gd.beta, q.gd.eps) == ("group_rmsprop", 1e-2, 0.99, 1e-6)
+    assert (q.flow.method, q.flow_n_obs, q.flow_max_evals, q.rank_max) == ("RK45", (200,), 2000, 9)
+    assert EXP.scales["paper"].n_obs4[0] == 500 and EXP.scales["paper"].comparison_seeds is None
 
 
-def test_paper_stop_rule_bound():
-    cfg = exp.make_config("paper", {})
-    assert exp._paper_stop_bound(220, cfg) == 500  # checks at 300, 400, 500
-    assert exp._paper_stop_bound(300, cfg) == 500
-    assert exp._paper_stop_bound(0, cfg) == 300
+def test_tiny_run_5x5x5_recovers_rank1_and_every_row_names_its_optimizer(tmp_path: Path):
+    """Small init + the paper's optimizer and stop rule recover a rank-1 5x5x5 tensor from 60
+    observations; ranks 1 against the memorizer's > 1; extra target instances for the claim."""
+    opts = {"dim": 5, "n_obs3": [60], "init_scales": [1e-3], "flow_inits": [], "comparison": False,
+            "rank_for": "all", "rank_max": 4, "claim_n_obs": 60, "seeds": 2}  # fmt: skip
+    summary = run_experiment(EXP.id, tmp_path / "r", scale="quick", options=opts,
+                             log=lambda m: None)  # fmt: skip
+    result = load_result(tmp_path / "r")
+    rows = result.rows
+    assert rows["optimizer"].notna().all()
+    assert set(rows["optimizer"]) == {"group_rmsprop", "als", "none"}
+    gd = rows[(rows.method == "cp_gd") & (rows.stop_rule == "paper")]
+    assert sorted(gd[gd.setting == "recovery_extra_target"].target_seed.unique()) == [1, 2]
+    inst0 = gd[gd.setting == "recovery"]
+    assert len(inst0) == 2 and (inst0.status == "converged").all()
+    assert (inst0.rel_fro_error < 1e-2).all() and (inst0.estimated_rank == 1).all()
+    assert (inst0.n_large_components == 1).all()
+    mem = rows[(rows.method == "memorizer") & (rows.setting == "recovery")].iloc[0]
+    assert mem.rel_fro_error > 0.3 and mem.estimated_rank > 1
+    claims = {c["id"]: c for c in summary["claims"]}
+    assert claims["rank1-order3-recovered"]["measured"]["n_runs"] == 6
+    assert claims["rank1-order4-recovered"]["holds"] is None  # order 4 not run
+    assert summary["figures"] == ["tensor_recovery.png"]  # no flow, no flow figure
 
 
-def test_nested_observations_and_target_norm():
-    W, order = exp.make_target((4, 4, 4), 1, seed=3)
-    assert math.isclose(float(W.norm()), 1.0, rel_tol=1e-12)
-    assert order.shape == (64, 3) and len({tuple(r) for r in order.tolist()}) == 64
-    small, big = exp.observe(W, order, 10), exp.observe(W, order, 30)
-    assert torch.equal(big.indices[:10], small.indices)
-    assert torch.allclose(small.values, W[tuple(small.indices.T)])
+def test_settings_reject_bad_options():
+    for opts, match in [
+        ({"seed": 3}, "unknown option"),
+        ({"n_obs3": [600]}, "outside"),  # 8^3 = 512 entries
+        ({"rank_for": "some"}, "rank_for"),
+        ({"orders": [5]}, "orders"),
+        ({"gd.name": "flow"}, "discrete"),
+        ({"batch_inits": "sometimes"}, "batch_inits"),
+        ({"check_every": 0}, "check_every"),
+        ({"flow.method": "Euler"}, "method"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            EXP.settings_for("quick", opts)
+    s = EXP.settings_for("quick", {"orders": [3, 4]})
+    assert s.n_obs(4)[0] == 500 and s.max_steps(4) == 150_000
 
 
-# ------------------------------------------------------------------------------- bad input
+# ------------------------------------------------------------- claims on hand-made rows
 
 
-def test_config_rejects_bad_options():
-    with pytest.raises(ValueError, match="unknown options"):
-        exp.make_config("quick", {"seed": 3})
-    with pytest.raises(ValueError, match="outside"):
-        exp.make_config("quick", {"n_obs": [600]})  # 8^3 = 512 entries
-    with pytest.raises(ValueError, match="rank_for"):
-        exp.make_config("quick", {"rank_for": "some"})
-    with pytest.raises(ValueError, match="scale"):
-        exp.make_config("huge", {})
-    # orders without counts of their own fall back to the paper's counts
-    cfg = exp.make_config("quick", {"orders": [4]})
-    assert cfg.n_obs[4][0] == 500
+def _gd(err, init=1e-3, setting="recovery", t=0, **kw):
+    return dict(setting=setting, method="cp_gd", optimizer="group_rmsprop", stop_rule="paper",
+                order=3, target_rank=1, n_obs=200, init_scale=init, rel_fro_error=err,
+                target_seed=t, final_loss=1e-12, n_large_components=1) | kw  # fmt: skip
 
 
-def test_completion_rejects_bad_indices():
-    with pytest.raises(ValueError, match="out of range"):
-        Completion((4, 4, 4), torch.tensor([[0, 1, 4]]), torch.tensor([1.0]))
-    with pytest.raises(ValueError, match="negative"):
-        Completion((4, 4, 4), torch.tensor([[0, -1, 2]]), torch.tensor([1.0]))
-    with pytest.raises(ValueError, match=r"shape \(m, 3\)"):
-        Completion((4, 4, 4), torch.tensor([[0, 1]]), torch.tensor([1.0]))
-    W, order = exp.make_target((4, 4, 4), 1, seed=0)
-    with pytest.raises(ValueError, match="cannot observe"):
-        exp.observe(W, order, 65)
+def _base(setting, method, opt, **kw):
+    return dict(setting=setting, method=method, optimizer=opt, order=3, target_rank=1, n_obs=200,
+                target_seed=0) | kw  # fmt: skip
 
 
-def test_objectives_reject_mismatched_factors():
-    obs = Completion((4, 4, 4), torch.tensor([[0, 1, 2], [3, 3, 3]]), torch.tensor([1.0, 2.0]))
-    gen = torch.Generator().manual_seed(0)
-    with pytest.raises(ValueError, match="order-3"):
-        CPObjective(obs, "mse")(init_cp((4, 4), 2, 0.1, generator=gen))
-    with pytest.raises(ValueError, match="do not match the observed shape"):
-        CPObjective(obs, "mse")(init_cp((5, 5, 5), 2, 0.1, generator=gen))
-    dense = exp._DenseCPObjective(obs, "mse")
-    with pytest.raises(ValueError, match="factors for an order-3"):
-        dense(init_cp((4, 4), 2, 0.1, generator=gen))
-    with pytest.raises(ValueError, match="do not match the observed shape"):
-        dense(init_cp((5, 5, 5), 2, 0.1, generator=gen))
-    with pytest.raises(ValueError, match="unknown loss"):
-        CPObjective(obs, "l1")
+def _result(rows) -> Result:
+    settings = EXP.scales["quick"]
+    return Result(Path("."), {"rows": rows}, EXP.rows_frame(rows), settings)
 
 
-def test_init_cp_rejects_nonpositive_rank():
-    with pytest.raises(ValueError, match="R and batch must be positive"):
-        init_cp((4, 4, 4), 0, 1e-3, generator=torch.Generator().manual_seed(0))
+GOOD = [
+    _gd(5e-6, estimated_rank=1), _gd(8e-6, estimated_rank=1), _gd(2e-5, setting="recovery_extra_target", t=1),
+    _gd(5e-3, init=1e-2),
+    _base("recovery", "memorizer", "none", estimated_rank=10, estimated_rank_capped=True, rel_fro_error=0.7),
+    _gd(0.04, setting="als_comparison"),
+    _base("als_comparison", "masked_cp_als", "als", rel_fro_error=0.5),
+    _gd(1e-6, order=4, n_obs=1000), _gd(2e-6, order=4, n_obs=2000),
+]  # fmt: skip
 
 
-def test_too_large_tensor_metric_names_the_size():
-    f = [torch.zeros(1, 200, 2) for _ in range(4)]  # 1.6e9 entries: never allocated
-    with pytest.raises(ValueError, match=r"1,600,000,000 entries"):
-        exp.fitted_tensors(f)
-    with pytest.raises(ValueError, match="max_entries"):
-        exp.fitted_tensors([torch.zeros(1, 8, 2)] * 3, max_entries=100)
+def _judge(rows):
+    return {c.id: c.evaluate(_result(rows)) for c in EXP.claims}
 
 
-def test_dense_objective_matches_engine_objective():
-    W, order = exp.make_target((5, 5, 5), 2, seed=1)
-    obs = exp.observe(W, order, 40)
-    f = init_cp((5, 5, 5), 7, 0.3, batch=3, generator=torch.Generator().manual_seed(2))
-    a = CPObjective(obs, "mse")(f)
-    b = exp._DenseCPObjective(obs, "mse")(f)
-    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12)
+def test_every_claim_holds_on_good_rows():
+    out = _judge(GOOD)
+    assert {k: v["holds"] for k, v in out.items()} == dict.fromkeys(out, True), out
+
+
+@pytest.mark.parametrize(
+    "claim, change",
+    [
+        ("rank1-order3-recovered", lambda r: r | {"rel_fro_error": 1e-3} if r["method"] == "cp_gd" and r["init_scale"] == 1e-3 and r["order"] == 3 else r),
+        ("rank1-order3-solution-rank", lambda r: r | {"estimated_rank": 5} if r["method"] == "memorizer" else r),
+        ("rank1-order3-solution-rank", lambda r: r | {"estimated_rank": 2} if r.get("estimated_rank") == 1 else r),
+        ("init-scale-effect", lambda r: r | {"rel_fro_error": 2e-5} if r.get("init_scale") == 1e-2 else r),
+        ("beats-masked-cp-als", lambda r: r | {"rel_fro_error": 0.6} if r["setting"] == "als_comparison" and r["method"] == "cp_gd" else r),
+        ("rank1-order4-recovered", lambda r: r | {"rel_fro_error": 1e-3} if r["order"] == 4 and r["n_obs"] == 2000 else r),
+    ],
+)  # fmt: skip
+def test_each_claim_fails_on_bad_rows(claim, change):
+    out = _judge([change(dict(r)) for r in GOOD])
+    assert out[claim]["holds"] is False, out[claim]
+
+
+@pytest.mark.parametrize(
+    "claim, drop",
+    [
+        ("rank1-order3-recovered", lambda r: r["method"] == "cp_gd" and r["order"] == 3),
+        ("rank1-order3-solution-rank", lambda r: r["method"] == "memorizer"),
+        ("init-scale-effect", lambda r: r.get("init_scale") == 1e-2),
+        ("beats-masked-cp-als", lambda r: r["method"] == "masked_cp_als"),
+        ("rank1-order4-recovered", lambda r: r["order"] == 4),
+    ],
+)
+def test_each_claim_is_not_judged_without_its_rows(claim, drop):
+    out = _judge([r for r in GOOD if not drop(r)])
+    assert out[claim]["holds"] is None and out[claim]["reason"], out[claim]
+
+
+def test_claims_carry_paper_values_and_sources():
+    for c in EXP.claims:
+        assert "Razin & Cohen, NeurIPS 2020" in c.source or "factorflow's own check" in c.source
+        assert "PAPERS.md" not in c.source and c.paper is not None
+    assert dataclasses.is_dataclass(EXP.settings)

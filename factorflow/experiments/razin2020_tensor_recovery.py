@@ -132,7 +132,9 @@ class Settings:
         if self.rank_for not in ("all", "claims", "none"):
             raise ValueError(f"rank_for must be all, claims or none, got {self.rank_for!r}")
         if self.batch_inits not in ("auto", "together", "apart"):
-            raise ValueError(f"batch_inits must be auto, together or apart, got {self.batch_inits!r}")
+            raise ValueError(
+                f"batch_inits must be auto, together or apart, got {self.batch_inits!r}"
+            )
         if min(self.max_steps3, self.max_steps4, self.rank_max, self.flow_max_evals) < 1:
             raise ValueError("max_steps3, max_steps4, rank_max and flow_max_evals must be >= 1")
         if not 0 < self.comparison_frac <= 1 or self.claim_targets < 1:
@@ -166,7 +168,7 @@ SMOKE = dataclasses.replace(
     n_obs3=(20, 30),
     flow_n_obs=(30,),
     flow_losses=(1e-6, 1e-9),
-    flow_max_evals=1_000,
+    flow_max_evals=300,
     max_steps3=2_000,
     check_every=25,
     rank_max=4,

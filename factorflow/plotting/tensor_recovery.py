@@ -114,9 +114,7 @@ def flow_steps_figure(arrays: Mapping[str, np.ndarray]) -> Any:
     fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.4), squeeze=False)
     ax_dt, ax_n = axes[0]
     offsets: dict[str, float] = {}
-    for key in sorted(
-        arrays, key=lambda k: (k.rsplit("_p", 1)[0], int(k.rsplit("_p", 1)[1]))
-    ):
+    for key in sorted(arrays, key=lambda k: (k.rsplit("_p", 1)[0], int(k.rsplit("_p", 1)[1]))):
         at = np.asarray(arrays[key], dtype=float)
         cell, phase = key.rsplit("_p", 1)
         t0 = offsets.get(cell, 0.0)
