@@ -1,5 +1,6 @@
 """Optimizers, gradient flow, stop rules and recording, batched over independent runs."""
 
+from factorflow.dynamics.levels import LevelsRun, LevelState, flow_levels_run, gd_levels_batch
 from factorflow.dynamics.optimizers import GD, OPTIMIZERS, Adam, GroupRMSProp, make_optimizer
 from factorflow.dynamics.patience import Patience, PatienceResult, train_patience
 from factorflow.dynamics.record import Schedule, Stop, Trajectory
@@ -14,10 +15,14 @@ __all__ = [
     "Adam",
     "Flow",
     "GroupRMSProp",
+    "LevelState",
+    "LevelsRun",
     "Schedule",
     "Stop",
     "TrainResult",
     "Trajectory",
+    "flow_levels_run",
+    "gd_levels_batch",
     "gradient",
     "make_optimizer",
     "train",

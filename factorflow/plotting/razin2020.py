@@ -1,21 +1,21 @@
 """Figures of the Razin & Cohen 2020 2x2 experiments (``razin2020-2x2``, ``razin2020-perturbed``),
-drawn only from the saved trajectories (``.npz``: ``<run_id>/<field>``) and the run table of
-``summary.json``, in the paper's style: a quantity against the loss on a log x axis, inverted so
+drawn only from the result: the saved trajectories (``trajectories.npz``: ``<run_id>/<field>``)
+and the rows (one run table from their first row per run), in the paper's style: a quantity against the loss on a log x axis, inverted so
 that training goes left to right, coloured by time (flow) or iteration (GD).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from factorflow.experiments.common import save_figure
 from factorflow.plotting import new_figure
 
 __all__ = [
+    "draw_2x2",
+    "draw_perturbed",
     "plot_det_vs_loss",
     "plot_norms_vs_loss",
     "plot_perturbed_det",
@@ -51,9 +51,7 @@ def _highlight(cands: list[dict]) -> dict | None:
     return sorted(bal, key=lambda r: (-r["init_scale"], r["seed"]))[0]
 
 
-def plot_w11_vs_loss(
-    traj_path: Path, runs: Sequence[dict], out_dir: Path, name: str, optimizer: str = "flow"
-) -> str | None:
+def plot_w11_vs_loss(data: Any, runs: Sequence[dict], optimizer: str = "flow") -> Any:
     """|w11| against the loss, one panel per depth (the paper's Fig. 1 style).
 
     The highlighted run (balanced, largest alpha, first seed) is coloured by log10 time (flow)
@@ -62,7 +60,6 @@ def plot_w11_vs_loss(
     runs = [r for r in runs if r["optimizer"] == optimizer]
     if not runs:
         return None
-    data = np.load(traj_path)
     depths = sorted({r["depth"] for r in runs})
     fig, axes = _axes(len(depths), 5.0, 3.6)
     for ax, depth in zip(axes, depths, strict=True):
@@ -93,17 +90,14 @@ def plot_w11_vs_loss(
         ax.set_title(f"depth {depth} ({optimizer})")
         ax.legend(loc="upper left", fontsize=7)
     fig.subplots_adjust(wspace=0.5)
-    return save_figure(fig, out_dir, name)
+    return fig
 
 
-def plot_norms_vs_loss(
-    traj_path: Path, runs: Sequence[dict], out_dir: Path, name: str, loss_max: float = 0.5
-) -> str:
+def plot_norms_vs_loss(data: Any, runs: Sequence[dict], loss_max: float = 0.5) -> Any:
     """Nuclear and Frobenius norms, Schatten-0.5 and Schatten-2/N quasi-norms (left axis, log)
     and effective rank - 1 (right axis, log: the approach to rank 1) against the loss, below
     ``loss_max`` (the fitting phase), for the highlighted flow run of each depth."""
     runs = [r for r in runs if r["optimizer"] == "flow"]
-    data = np.load(traj_path)
     depths = sorted({r["depth"] for r in runs})
     fig, axes = _axes(len(depths), 5.2, 3.6)
     styles = {
@@ -135,14 +129,13 @@ def plot_norms_vs_loss(
         h2, l2 = ax2.get_legend_handles_labels()
         ax.legend(h1 + h2, l1 + l2, loc="upper left", fontsize=7)
     fig.subplots_adjust(wspace=0.5)
-    return save_figure(fig, out_dir, name)
+    return fig
 
 
-def plot_det_vs_loss(traj_path: Path, runs: Sequence[dict], out_dir: Path, name: str) -> str:
+def plot_det_vs_loss(data: Any, runs: Sequence[dict]) -> Any:
     """det(W) / ||W||_F^2 (symmetric log scale, so the sign shows) against the loss for every
     flow run, one panel per depth; balanced solid, unbalanced dashed."""
     runs = [r for r in runs if r["optimizer"] == "flow"]
-    data = np.load(traj_path)
     depths = sorted({r["depth"] for r in runs})
     fig, axes = _axes(len(depths), 4.8, 3.6)
     for ax, depth in zip(axes, depths, strict=True):
@@ -166,13 +159,12 @@ def plot_det_vs_loss(traj_path: Path, runs: Sequence[dict], out_dir: Path, name:
         ax.set_title(f"depth {depth} (flow)")
         ax.legend(fontsize=6, loc="lower left")
     fig.subplots_adjust(wspace=0.4)
-    return save_figure(fig, out_dir, name)
+    return fig
 
 
-def plot_perturbed_w11(traj_path: Path, runs: Sequence[dict], out_dir: Path, name: str) -> str:
+def plot_perturbed_w11(data: Any, runs: Sequence[dict]) -> Any:
     """Perturbed problem: |w11| against the loss for every eps (colour), det(W(0)) < 0 solid and
     > 0 dashed, unbalanced thinner; horizontal dotted lines at 1/eps. One panel per depth."""
-    data = np.load(traj_path)
     depths = sorted({r["depth"] for r in runs})
     eps_all = sorted({r["eps"] for r in runs})
     fig, axes = _axes(len(depths), 5.2, 3.8)
@@ -200,13 +192,12 @@ def plot_perturbed_w11(traj_path: Path, runs: Sequence[dict], out_dir: Path, nam
         ax.set_ylabel("|w11|")
         ax.set_title(f"depth {depth}: solid det<0, dashed det>0 init", fontsize=9)
         ax.legend(fontsize=7, loc="upper left")
-    return save_figure(fig, out_dir, name)
+    return fig
 
 
-def plot_perturbed_det(traj_path: Path, runs: Sequence[dict], out_dir: Path, name: str) -> str:
+def plot_perturbed_det(data: Any, runs: Sequence[dict]) -> Any:
     """Perturbed problem: |w11| * eps (eps > 0) against the loss, det(W(0)) < 0 solid and > 0
     dashed: the prediction is |w11| * eps >= 1 in the limit for runs that keep det < 0."""
-    data = np.load(traj_path)
     depths = sorted({r["depth"] for r in runs})
     eps_all = sorted({r["eps"] for r in runs})
     fig, axes = _axes(len(depths), 5.0, 3.6)
@@ -236,4 +227,43 @@ def plot_perturbed_det(traj_path: Path, runs: Sequence[dict], out_dir: Path, nam
         ax.set_ylabel("|w11| * eps")
         ax.set_title(f"depth {depth}", fontsize=9)
         ax.legend(fontsize=7, loc="lower right")
-    return save_figure(fig, out_dir, name)
+    return fig
+
+
+def _runs(result: Any, cols: Sequence[str]) -> list[dict]:
+    """One dict per run: the run columns of its first row."""
+    rows = result.rows.drop_duplicates("run_id")
+    return [
+        {c: (v.item() if hasattr(v, "item") else v) for c, v in r.items()}
+        for r in rows[["run_id", *cols]].to_dict(orient="records")
+    ]
+
+
+def draw_2x2(result: Any) -> dict[str, Any]:
+    """razin2020-2x2: |w11|, the norms and det against the loss (flow), and |w11| under GD."""
+    data = result.arrays("trajectories")
+    runs = _runs(result, ["optimizer", "depth", "balanced", "init_scale", "seed"])
+    figs = {
+        "razin2020_2x2_w11": plot_w11_vs_loss(data, runs, "flow"),
+        "razin2020_2x2_norms": plot_norms_vs_loss(data, runs),
+        "razin2020_2x2_det": plot_det_vs_loss(data, runs),
+    }
+    if any(r["optimizer"] == "gd" for r in runs):
+        figs["razin2020_2x2_gd_w11"] = plot_w11_vs_loss(data, runs, "gd")
+    return {k: v for k, v in figs.items() if v is not None}
+
+
+def draw_perturbed(result: Any) -> dict[str, Any]:
+    """razin2020-perturbed: |w11| and |w11| eps against the loss."""
+    data = result.arrays("trajectories")
+    runs = _runs(result, ["depth", "eps", "det_sign", "balanced", "seed"])
+    return {
+        "razin2020_perturbed_w11": plot_perturbed_w11(data, runs),
+        "razin2020_perturbed_w11_eps": plot_perturbed_det(data, runs),
+    }
+
+
+FIGURES: dict[str, tuple[Any, ...]] = {
+    "razin2020-2x2": (draw_2x2,),
+    "razin2020-perturbed": (draw_perturbed,),
+}
