@@ -30,10 +30,11 @@ __all__ = [
     "hessian_top_eigenvalue",
     "max_relative_error",
     "min_nuclear_completion",
+    "one_at_a_time",
     "perturbed_norm_constant",
     "perturbed_norm_lower_bound",
     "perturbed_w11_lower_bound",
-    "one_at_a_time",
+    "singular_value_probes",
     "singular_value_rates",
     "theorem_errors",
     "trajectory_agreement",
@@ -63,6 +64,27 @@ def singular_value_rates(
     proj = torch.einsum("bir,bij,bjr->br", U, grad_W, V)
     predicted = -N * S.square().pow(1.0 - 1.0 / N) * proj
     return measured, predicted
+
+
+def singular_value_probes(objective: Any, top_k: int, rate_k: int) -> dict[str, Callable]:
+    """Probes for :func:`factorflow.dynamics.train` along a deep matrix factorization:
+    ``singular_values`` (B, top_k) of the end-to-end matrix and ``rates`` (B, 3, rate_k): the
+    measured and predicted d sigma_r/dt of :func:`singular_value_rates` and their scale
+    N sigma_r^(2-2/N) ||grad l(W)||_F (the inputs of :func:`theorem_errors`). ``objective``
+    needs ``grad_W(W) -> (losses, dl/dW)`` (:class:`factorflow.objectives.DMFObjective`)."""
+
+    def singular_values(ps: Sequence[torch.Tensor]) -> torch.Tensor:
+        return torch.linalg.svdvals(end_to_end(ps))[..., :top_k]
+
+    def rates(ps: Sequence[torch.Tensor]) -> torch.Tensor:
+        N, W = len(ps), end_to_end(ps)
+        _, G = objective.grad_W(W)
+        measured, predicted = singular_value_rates(ps, G, rate_k)
+        sig = torch.linalg.svdvals(W)[..., :rate_k]
+        scale = N * sig.square().pow(1.0 - 1.0 / N) * torch.linalg.matrix_norm(G)[..., None]
+        return torch.stack([measured, predicted, scale], dim=-2)
+
+    return {"singular_values": singular_values, "rates": rates}
 
 
 def end_to_end_flow_field(W: torch.Tensor, grad_W: torch.Tensor, depth: int) -> torch.Tensor:

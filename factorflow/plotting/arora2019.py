@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 
 from factorflow.plotting import new_figure
+from factorflow.theory import theorem_errors
 
-__all__ = ["recovery_figure", "singular_value_figure", "theorem_figure"]
+__all__ = ["dynamics_figures", "recovery_figure", "singular_value_figure", "theorem_figure"]
 
 _QUANTITIES = (
     ("recon_mse", "reconstruction error (recon_mse)", True),
@@ -202,9 +203,60 @@ def _recovery_figures(prefix: str, title: str, what: str) -> Any:
     return draw
 
 
+def _sv_traces(z: Mapping[str, Any], prefix: str, depths: Sequence[int], label: str) -> list:
+    return [
+        {"depth": d, "label": label, "time": z[f"{prefix}_depth{d}_time"],
+         "singular_values": z[f"{prefix}_depth{d}_singular_values"]}
+        for d in depths
+        if f"{prefix}_depth{d}_time" in z
+    ]  # fmt: skip
+
+
+def dynamics_figures(result: Any) -> dict[str, Any]:
+    """arora2019-dynamics: the synthetic singular values over time (flow, GD dashed on top; and
+    the flow on a log time axis), the Thm. 3 check, and the MovieLens singular values."""
+    s = result.settings
+    syn = result.arrays("dynamics_synthetic")
+    flow = _sv_traces(syn, "flow", s.depths, "flow")
+    title = (
+        f"{s.shape[0]}x{s.shape[1]} rank {s.rank}, {s.n_obs} observations, identity init "
+        f"{s.init_scale:g}"
+    )
+    figs = {
+        "dynamics_synthetic": singular_value_figure(
+            flow + _sv_traces(syn, "gd", s.depths, f"GD lr {s.gd.lr:g}"), title=title
+        ),
+        "dynamics_synthetic_logtime": singular_value_figure(
+            flow, title=f"same, log time axis (flow, to loss {s.loss_below:g})", logx=True
+        ),
+    }
+    z = result.arrays("dynamics_theorem")
+    checks = []
+    for key in sorted(k[: -len("_time")] for k in z if k.endswith("_time")):
+        rates = z[f"{key}_rates"]  # (T, 3, k): measured, predicted, scale
+        sep = theorem_errors(z[f"{key}_singular_values"], *rates.transpose(1, 0, 2),
+                             s.theorem_k, s.theorem_gap)["separated"]  # fmt: skip
+        checks.append(
+            {"label": key.replace("_", " "), "time": z[f"{key}_time"], "measured": rates[:, 0],
+             "predicted": rates[:, 1], "scale": rates[:, 2], "separated": sep}
+        )  # fmt: skip
+    figs["dynamics_theorem"] = theorem_figure(
+        checks, title="Thm. 3: d sigma_r/dt along gradient flow, balanced init"
+    )
+    if "dynamics_ratings.npz" in result.summary.get("arrays", []):
+        figs["dynamics_ratings"] = singular_value_figure(
+            _sv_traces(result.arrays("dynamics_ratings"), "ratings", s.ratings_depths, "flow"),
+            title=f"MovieLens, {s.n_train} training ratings, identity init "
+            f"{s.ratings_init_scale:g}, gradient flow",
+            logy=True,
+        )
+    return figs
+
+
 #: Figures per experiment id, drawn from the result folder (see :func:`factorflow.plotting.
 #: figure_functions`).
 FIGURES: dict[str, tuple[Any, ...]] = {
     "arora2019-completion": (_recovery_figures("completion", "Completion", "observations"),),
     "arora2019-sensing": (_recovery_figures("sensing", "Sensing", "measurements"),),
+    "arora2019-dynamics": (dynamics_figures,),
 }
