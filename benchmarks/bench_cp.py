@@ -44,13 +44,15 @@ import torch
 
 torch.set_num_threads(1)
 
-from factorflow.dynamics import GroupRMSProp  # noqa: E402
-from factorflow.dynamics.train import gradient  # noqa: E402
-from factorflow.experiments.razin2021_dynamics import (  # noqa: E402
-    _discrete_run,
-    _flow_then_gd,
-    make_config,
+from factorflow.dynamics import (  # noqa: E402
+    FlowThenGD,
+    GroupRMSProp,
+    Schedule,
+    Stop,
+    flow_then_gd,
+    train_past_crossing,
 )
+from factorflow.dynamics.train import gradient  # noqa: E402
 from factorflow.factorizations.cp import cp_to_tensor, init_cp  # noqa: E402
 from factorflow.objectives import CPObjective  # noqa: E402
 from factorflow.problems.tensor import low_rank_tensor, tensor_completion  # noqa: E402
@@ -151,24 +153,17 @@ def part1(args: argparse.Namespace) -> dict:
     }
 
 
-def _first_wall(run, target: float) -> float | None:
+def _first_wall(tr, target: float) -> float | None:
     """Wall seconds (probe ``x_wall``) at the first record with ``rel_fro_error <= target``."""
-    hit = np.flatnonzero(run.extra["x_rel"] <= target * (1 + 1e-12))
-    return float(run.extra["x_wall"][hit[0]]) if len(hit) else None
+    hit = np.flatnonzero(tr.values["x_rel"] <= target * (1 + 1e-12))
+    return float(tr.values["x_wall"][hit[0]]) if len(hit) else None
 
 
 def part2(args: argparse.Namespace) -> dict:
     W, obj = problem(0)
     init = init_cp(DIMS, args.flow_R, 0.005, generator=torch.Generator().manual_seed(1000))
-    cfg = make_config(
-        "paper",
-        {
-            "R": args.flow_R,
-            "max_wall_s": args.max_wall_s,
-            "flow_max_steps": args.max_steps,
-            "rmsprop_max_steps": args.max_steps,
-        },
-    )
+    # the experiment's settings (razin2021-dynamics, paper scale) with R, budgets from args
+    stop = Stop(loss_below=1e-8, max_steps=args.max_steps, max_wall_s=args.max_wall_s)
     out: dict = {"R": args.flow_R, "init_std": 0.005, "stop": "train mse 1e-8 + 1250 steps"}
 
     def probes(t0: list[float]) -> dict:
@@ -182,34 +177,31 @@ def part2(args: argparse.Namespace) -> dict:
 
     runs = {}
     t0 = [time.perf_counter()]
-    runs["group_rmsprop"] = _discrete_run(
-        init,
-        obj,
-        GroupRMSProp(cfg.lr, beta=cfg.rmsprop_beta, eps=cfg.rmsprop_eps),
-        cfg,
-        cfg.rmsprop_max_steps,
-        cfg.record_every,
-        probes(t0),
+    rmsprop = GroupRMSProp(1e-2, beta=0.99, eps=1e-6)
+    runs["group_rmsprop"] = train_past_crossing(
+        init, obj, rmsprop, stop, 1250, Schedule(every=50), probes(t0)
     )
     t1 = [time.perf_counter()]
-    runs["flow_then_gd"] = _flow_then_gd(init, obj, cfg, 0, probes(t1))
-    finals = {k: float(r.extra["x_rel"][-1]) for k, r in runs.items()}
+    hybrid = FlowThenGD(patience_steps=1250, seed=10_007)
+    runs["flow_then_gd"] = flow_then_gd(init, obj, hybrid, stop, probes(t1))
+    trs = {k: r.run_trajectory(0) for k, r in runs.items()}
+    finals = {k: float(trs[k].values["x_rel"][-1]) for k in runs}
     target = max(finals.values())
     for name, r in runs.items():
         cross = r.info.get("crossing_time")
         wall_cross = None
         if cross is not None:
-            k = np.flatnonzero(r.time >= cross * (1 - 1e-12))
-            wall_cross = float(r.extra["x_wall"][k[0]]) if len(k) else None
+            k = np.flatnonzero(trs[name].time >= cross * (1 - 1e-12))
+            wall_cross = float(trs[name].values["x_wall"][k[0]]) if len(k) else None
         out[name] = {
-            "status": r.status,
-            "steps": r.steps,
+            "status": r.status[0],
+            "steps": int(r.steps[0]),
             "n_evals": r.n_evals,
             "wall_s": r.wall_s,
-            "final_loss": r.final_loss,
+            "final_loss": float(r.final_loss[0]),
             "rel_fro_error": finals[name],
             "wall_s_to_crossing_1e-8": wall_cross,
-            "wall_s_to_common_error": _first_wall(r, target),
+            "wall_s_to_common_error": _first_wall(trs[name], target),
         }
         if name == "flow_then_gd":
             out[name].update(

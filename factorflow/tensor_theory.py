@@ -9,9 +9,13 @@
 
   Balancedness is conserved by gradient flow, so from a balanced init the identity holds along
   the whole trajectory (up to the integrator's error).
-- Rank-1 solutions (same paper, Sec. 4): from small init, gradient flow on a completion problem
-  that has a rank-1 solution reaches one (under technical conditions);
-  :func:`is_rank_one_solution` checks a fitted factorization for it.
+- Incremental learning (same paper, Sec. 4-5): from small init the components leave zero one at
+  a time; :func:`leave_times` measures when each does along a recorded trajectory and
+  :func:`separated` whether they are apart. (The rank-1 solution check, which needs CP-ALS, is
+  :func:`factorflow.baselines.rank_one.is_rank_one_solution`.)
+
+This module is math only: the objective enters as the gradients it produces (the factor
+gradients and ``dl/dW`` at the observed entries), so it imports no objective or baseline.
 
 Why the rate identity needs balancedness, exactly: for every mode ``n``,
 ``<w_r^n, dL/dw_r^n> = <grad l(W), C_r>`` (multilinearity), so the chain rule gives
@@ -28,59 +32,55 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from factorflow.factorizations.cp import (
     component_norm_velocity,
-    component_norms,
-    cp_to_tensor,
     predicted_component_norm_velocity,
 )
-from factorflow.objectives import CPObjective
 
 __all__ = [
-    "RankOneCheck",
     "component_norm_rates",
     "component_rate_error",
-    "is_rank_one_solution",
+    "leave_times",
     "max_component_rate_error",
+    "min_relative_gap",
+    "separated",
 ]
 
 
 def component_norm_rates(
-    objective: CPObjective, factors: Sequence[torch.Tensor]
+    factors: Sequence[torch.Tensor],
+    factor_grads: Sequence[torch.Tensor],
+    obs_indices: torch.Tensor,
+    grad_at_obs: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Measured and predicted ``dc_r/dt`` under gradient flow, each ``(B, R)``.
 
     Measured: the exact chain rule (:func:`~factorflow.factorizations.cp.component_norm_velocity`)
-    applied to the gradient-flow vector field, factor velocities ``-dL/dfactors`` with
-    ``L = objective(factors).sum()`` differentiated by autograd (runs are independent, so each
-    run gets its own gradient) — no finite differences of samples.
+    applied to the gradient-flow vector field, factor velocities ``-factor_grads`` (each run's
+    gradient of its loss, e.g. :func:`factorflow.dynamics.gradient`) — no finite differences.
 
     Predicted: ``-N c_r^(2-2/N) <grad l(W), C_r / c_r>`` (Razin, Maman & Cohen 2021, Theorem 1;
     :func:`~factorflow.factorizations.cp.predicted_component_norm_velocity`), with ``grad l(W)``
-    nonzero only at the observed entries (:meth:`CPObjective.grad_at_obs`). Exact for balanced
-    components.
+    nonzero only at the observed entries ``obs_indices`` (m, N), where it is ``grad_at_obs``
+    (B, m) (e.g. ``CPObjective.grad_at_obs``). Exact for balanced components.
 
     Args:
-        objective: the completion objective (any named loss).
-        factors: ``N`` tensors ``(B, d_n, R)``.
+        factors: ``N`` tensors ``(B, d_n, R)``; factor_grads: their gradients, same shapes.
+        obs_indices, grad_at_obs: the observed positions and ``dl/dW`` there.
 
     Returns:
         ``(measured, predicted)``, both ``(B, R)``, detached, on the factors' device.
     """
-    ps = [f.detach().clone().requires_grad_(True) for f in factors]
-    with torch.enable_grad():
-        losses = objective(ps)
-        grads = torch.autograd.grad(losses.sum(), ps)
     fs = [f.detach() for f in factors]
-    measured = component_norm_velocity(fs, [-g.detach() for g in grads])
+    if len(factor_grads) != len(fs):
+        raise ValueError(f"need one gradient per factor, got {len(factor_grads)} for {len(fs)}")
     with torch.no_grad():
-        _, g_obs = objective.grad_at_obs(fs)
-        predicted = predicted_component_norm_velocity(fs, objective.obs.indices, g_obs)
+        measured = component_norm_velocity(fs, [-g.detach() for g in factor_grads])
+        predicted = predicted_component_norm_velocity(fs, obs_indices, grad_at_obs.detach())
     return measured, predicted
 
 
@@ -122,86 +122,60 @@ def max_component_rate_error(
 
 
 def component_rate_error(
-    objective: CPObjective, factors: Sequence[torch.Tensor], *, rel_floor: float = 1e-6
-) -> float:
-    """:func:`max_component_rate_error` of :func:`component_norm_rates` at one state."""
-    measured, predicted = component_norm_rates(objective, factors)
-    return max_component_rate_error(measured, predicted, rel_floor=rel_floor)
-
-
-@dataclass(frozen=True)
-class RankOneCheck:
-    """Outcome of :func:`is_rank_one_solution`, one entry per run (lists of length ``B``).
-
-    Attributes:
-        train_loss: the objective at the factors.
-        norm_ratio: second-largest component norm / largest (0 when ``R = 1``).
-        rank1_mse: mean over all entries of (W - best rank-1 CP-ALS fit of W)^2.
-        estimated_rank: ``estimate_tensor_rank(W, tol=mse_tol, max_rank=max_rank)`` (the
-            sentinel ``max_rank + 1`` means "more than ``max_rank``").
-        holds: the run fits the observations (``train_loss <= loss_tol``) and its fitted tensor
-            is rank 1 (estimated rank 1 and ``norm_ratio <= ratio_tol``).
-    """
-
-    train_loss: list[float]
-    norm_ratio: list[float]
-    rank1_mse: list[float]
-    estimated_rank: list[int]
-    holds: list[bool]
-
-
-def is_rank_one_solution(
-    objective: CPObjective,
     factors: Sequence[torch.Tensor],
+    factor_grads: Sequence[torch.Tensor],
+    obs_indices: torch.Tensor,
+    grad_at_obs: torch.Tensor,
     *,
-    loss_tol: float = 1e-6,
-    ratio_tol: float = 1e-2,
-    mse_tol: float = 1e-6,
-    max_rank: int = 3,
-) -> RankOneCheck:
-    """Check that fitted CP factors are a rank-1 solution of the completion problem.
+    rel_floor: float = 1e-6,
+) -> list[float]:
+    """:func:`max_component_rate_error` of :func:`component_norm_rates`, per run (length B)."""
+    measured, predicted = component_norm_rates(factors, factor_grads, obs_indices, grad_at_obs)
+    return [
+        max_component_rate_error(measured[b], predicted[b], rel_floor=rel_floor)
+        for b in range(measured.shape[0])
+    ]
 
-    The proposition (Razin, Maman & Cohen 2021, Sec. 4): if the completion problem has a rank-1
-    solution, gradient flow from small init reaches one. A fitted factorization counts as such
-    when (per run):
 
-    1. it fits the observations: ``objective(factors) <= loss_tol``;
-    2. one component dominates: ``c_(2) / c_(1) <= ratio_tol`` (sorted component norms);
-    3. the fitted tensor ``W`` has estimated CP rank 1: the smallest ``R`` whose CP-ALS fit
-       reaches ``mean((W - W_R)^2) < mse_tol`` (the papers' rank estimate,
-       :func:`factorflow.baselines.tensor.estimate_tensor_rank`, capped at ``max_rank``).
+def leave_times(
+    time: np.ndarray,
+    top_c: np.ndarray,
+    top_idx: np.ndarray,
+    final_norms: np.ndarray,
+    k: int,
+    frac: float,
+) -> list[float | None]:
+    """When each of the ``k`` largest final components leaves zero, largest first: the first
+    recorded time at which its norm is at least ``frac`` times its final norm (None if never).
 
-    ``W`` is materialized (:func:`~factorflow.factorizations.cp.cp_to_tensor` raises a clear
-    size error on tensors too large for that).
+    ``time`` (T,), ``top_c`` / ``top_idx`` (T, K): the recorded top-K component norms and their
+    indices; ``final_norms`` (R,). A component's norm is known where it is among the recorded
+    top ones; at ``frac`` of its final norm (well above the near-zero components) it is, so the
+    first such record is its crossing time up to the recording interval.
     """
-    from factorflow.baselines.tensor import cp_als_error, estimate_tensor_rank
+    if not 0 < frac <= 1:
+        raise ValueError(f"frac must be in (0, 1], got {frac}")
+    time, top_c, top_idx = np.asarray(time), np.asarray(top_c), np.asarray(top_idx)
+    final_norms = np.asarray(final_norms)
+    out: list[float | None] = []
+    for r in np.argsort(-final_norms, kind="stable")[:k]:
+        hit = (top_idx == r) & (top_c >= frac * final_norms[r])
+        rows = np.flatnonzero(hit.any(axis=1))
+        out.append(float(time[rows[0]]) if len(rows) else None)
+    return out
 
-    fs = [f.detach() for f in factors]
-    with torch.no_grad():
-        losses = objective(fs).cpu().numpy()
-    c = component_norms(fs).cpu()
-    top2 = torch.topk(c, k=min(2, c.shape[1]), dim=1).values
-    if c.shape[1] >= 2:
-        ratio = torch.where(top2[:, 0] > 0, top2[:, 1] / top2[:, 0], torch.nan)
-    else:
-        ratio = torch.zeros(c.shape[0], dtype=c.dtype)
-    W = cp_to_tensor(fs).cpu().numpy()
-    ranks, mses, holds = [], [], []
-    for b in range(W.shape[0]):
-        est = estimate_tensor_rank(W[b], tol=mse_tol, max_rank=max_rank)
-        mse1 = cp_als_error(W[b], 1, n_restarts=3)
-        ranks.append(int(est))
-        mses.append(float(mse1))
-        holds.append(
-            bool(losses[b] <= loss_tol)
-            and est == 1
-            and bool(np.isfinite(float(ratio[b])))
-            and float(ratio[b]) <= ratio_tol
-        )
-    return RankOneCheck(
-        train_loss=[float(x) for x in losses],
-        norm_ratio=[float(x) for x in ratio],
-        rank1_mse=mses,
-        estimated_rank=ranks,
-        holds=holds,
-    )
+
+def min_relative_gap(times: Sequence[float | None]) -> float | None:
+    """Smallest ``(t_(i+1) - t_(i)) / t_(i+1)`` over the sorted times (None if fewer than two
+    or any is missing)."""
+    if len(times) < 2 or any(t is None for t in times):
+        return None
+    ts = sorted(float(t) for t in times)  # type: ignore[arg-type]
+    return min((b - a) / b if b > 0 else 0.0 for a, b in zip(ts, ts[1:], strict=False))
+
+
+def separated(times: Sequence[float | None], min_gap: float) -> bool:
+    """True if all times exist and consecutive ones (sorted) differ by at least ``min_gap``
+    times the later one: the components leave zero one at a time."""
+    gap = min_relative_gap(times)
+    return gap is not None and gap >= min_gap

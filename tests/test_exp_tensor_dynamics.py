@@ -1,129 +1,62 @@
-"""The tensor factorization dynamics experiment (razin2021-dynamics): a tiny end-to-end run
-through ``options`` (summary contract, claims, figures) and its helpers against slow, obvious
-references."""
+"""The tensor factorization dynamics experiment (razin2021-dynamics): the library pieces it is
+built from (flow-then-GD, training past the crossing, the top Hessian eigenvalue) on small
+problems, the smoke run through the shared runner, and each claim failing on bad rows."""
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
-from factorflow.experiments import EXPERIMENTS, reproduce
-from factorflow.experiments.razin2021_dynamics import (
-    ID,
-    _Run,
+from factorflow.dynamics import (
+    GD,
+    Flow,
+    FlowThenGD,
+    Schedule,
+    Stop,
+    flow_then_gd,
     hessian_top_eigenvalue,
-    leave_times,
-    make_config,
-    separated,
+    train,
+    train_past_crossing,
 )
-from factorflow.factorizations.cp import init_cp
+from factorflow.experiment import Result
+from factorflow.experiments import EXPERIMENTS
+from factorflow.factorizations.cp import component_norms, cp_to_tensor, init_cp
 from factorflow.objectives import CPObjective
 from factorflow.problems.tensor import low_rank_tensor, tensor_completion
+from factorflow.runner import load_result, run_experiment
+from factorflow.tensor_dynamics import COLUMNS, fewer_components
 
-TINY = {
-    "dims": (4, 4, 4),
-    "target_rank": 2,
-    "n_obs": 40,
-    "R": 8,
-    "init_scales": (0.1, 0.01),
-    "optimizers": ("group_rmsprop", "flow", "gd"),
-    "stop_loss": 1e-6,
-    "rmsprop_max_steps": 3000,
-    "gd_max_steps": 3000,
-    "flow_max_steps": 3000,
-    "record_every": 10,
-    "gd_record_every": 5,
-    "patience_steps": 50,
-    "max_wall_s": 10.0,
-}
-
-ROW_FIELDS = {
-    "order",
-    "dims",
-    "target_rank",
-    "n_obs",
-    "R",
-    "init_scale",
-    "optimizer",
-    "seed",
-    "final_loss",
-    "rel_fro_error",
-    "estimated_rank",
-    "n_large_components",
-    "status",
-    "steps",
-    "time",
-    "wall_s",
-}
+ID = "razin2021-dynamics"
+EXP = EXPERIMENTS[ID]
 
 
-@pytest.fixture
-def one_thread():
-    """Small tensor programs run faster on one thread than on two contended ones."""
+@pytest.fixture(autouse=True)
+def _one_thread():
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
 
 
-def test_registered() -> None:
-    assert ID in EXPERIMENTS
+def _problem(seed: int = 0, dims=(4, 4, 4), rank: int = 2, n_obs: int = 40):
+    gen = torch.Generator().manual_seed(seed)
+    W, _ = low_rank_tensor(dims, rank, generator=gen)
+    return W, CPObjective(tensor_completion(W, n_obs, gen), "mse")
 
 
-def test_tiny_end_to_end(tmp_path, one_thread) -> None:
-    torch.manual_seed(0)
-    summary = reproduce(ID, tmp_path, scale="quick", seeds=1, options=dict(TINY))
-    on_disk = json.loads((tmp_path / "summary.json").read_text())
-    assert on_disk["experiment"] == ID
-    rows = summary["rows"]
-    assert len(rows) == 2 * 3  # inits x optimizers, one seed
-    for r in rows:
-        assert ROW_FIELDS <= set(r), ROW_FIELDS - set(r)
-        assert r["status"] in {"converged", "max_steps", "max_wall", "diverged", "failed"}
-        assert math.isfinite(r["rel_fro_error"])
-        assert (tmp_path / r["trajectory"]).exists()
-    flow = [r for r in rows if r["optimizer"] == "flow"]
-    assert all("flow" in r["method"] for r in flow)
-    assert all(r["method"].startswith("gd(") for r in rows if r["optimizer"] == "gd")
-    ids = {c["id"] for c in summary["claims"]}
-    for opt in TINY["optimizers"]:
-        assert f"one_at_a_time[{opt}]" in ids
-        assert f"error_decreases_with_init[{opt}]" in ids
-    assert "component_rate_identity" in ids
-    for c in summary["claims"]:
-        assert {"id", "text", "paper", "measured", "holds"} <= set(c)
-        assert c["holds"] in (True, False, None)
-        assert c["measured"] is not None
-    checks = summary["theorem_checks"]
-    assert [c["init_scale"] for c in checks] == list(TINY["init_scales"])
-    assert all(c["n_checked_states"] > 0 for c in checks)
-    rate = next(c for c in summary["claims"] if c["id"] == "component_rate_identity")
-    # flow from balanced init: the identity is exact up to the integrator's error
-    assert rate["measured"]["max_relative_error"] < 1e-6
-    assert rate["holds"] is True
-    for name in summary["figures"]:
-        assert name.endswith(".png")
-        assert (tmp_path / name).stat().st_size > 0
-
-
-def test_unknown_option_rejected() -> None:
-    with pytest.raises(ValueError, match="unknown options"):
-        make_config("quick", {"lr_typo": 1.0})
-    with pytest.raises(ValueError, match="unknown optimizers"):
-        make_config("quick", {"optimizers": ("sgd",)})
+# --------------------------------------------------------------------------- library pieces
 
 
 def test_hessian_top_eigenvalue_matches_dense_hessian() -> None:
     gen = torch.Generator().manual_seed(3)
-    W, _ = low_rank_tensor((3, 3, 3), 2, generator=gen)
-    obs = tensor_completion(W, 15, gen)
-    obj = CPObjective(obs, "mse")
+    _, obj = _problem(3, (3, 3, 3), 2, 15)
     factors = init_cp((3, 3, 3), 4, 0.5, batch=2, generator=gen)
-    lam, _, _ = hessian_top_eigenvalue(obj, factors, iters=2000, tol=1e-12, generator=gen)
+    lam, v, n = hessian_top_eigenvalue(obj, factors, iters=2000, tol=1e-12, generator=gen)
+    assert 1 < n <= 2000
     for b in range(2):
         flat = torch.cat([f[b].reshape(-1) for f in factors])
         sizes = [f[b].numel() for f in factors]
@@ -133,39 +66,192 @@ def test_hessian_top_eigenvalue_matches_dense_hessian() -> None:
             pieces = torch.split(x, sizes)
             return obj([p.reshape(s)[None] for p, s in zip(pieces, shapes, strict=True)])[0]
 
-        H = torch.autograd.functional.hessian(loss, flat)
-        ev = torch.linalg.eigvalsh(H)
-        top = ev[ev.abs().argmax()]
-        assert float(lam[b]) == pytest.approx(float(top), rel=1e-6)
+        ev = torch.linalg.eigvalsh(torch.autograd.functional.hessian(loss, flat))
+        assert float(lam[b]) == pytest.approx(float(ev[ev.abs().argmax()]), rel=1e-6)
+        assert float(sum((x[b] ** 2).sum() for x in v)) == pytest.approx(1.0)
 
 
-def test_leave_times_and_separation() -> None:
-    # two components: 0 rises at t = 2, 1 at t = 4; top-2 recorded at every time
-    t = np.arange(6, dtype=float)
-    c0 = np.array([0.0, 0.1, 0.6, 1.0, 1.0, 1.0])
-    c1 = np.array([0.0, 0.0, 0.1, 0.2, 0.5, 0.5])
-    top_c = np.stack([c0, c1], 1)
-    top_idx = np.tile([0, 1], (6, 1))
-    # final factors: rank-1 components of norms 1.0 and 0.5 (order 1 for simplicity)
-    params = [torch.tensor([[[1.0, 0.5]]], dtype=torch.float64)]
-    run = _Run(
-        step=t,
-        time=t,
-        loss=t,
-        top_c=top_c,
-        top_idx=top_idx,
-        phase=0 * t.astype(int),
-        rate_err=np.full(6, np.nan),
-        params=params,
-        status="converged",
-        final_loss=0.0,
-        steps=5,
-        t_end=5.0,
-        n_evals=5,
-        wall_s=0.0,
-        info={},
+def test_flow_then_gd_reaches_the_flows_end_state_and_records_the_switch() -> None:
+    """From small init the flow turns stiff after the first component: the hybrid switches to
+    GD there and ends (at the same loss) where the flow alone ends."""
+    _, obj = _problem()
+    init = init_cp((4, 4, 4), 8, 0.05, generator=torch.Generator().manual_seed(1))
+    init = [f.double() for f in init]
+    stop = Stop(loss_below=1e-8, max_steps=20_000)
+    flow = train(init, obj, Flow(method="LSODA"), stop, Schedule(per_decade=2))  # stiff: fast
+    hybrid = FlowThenGD(check_every=10, gd_record_every=5)
+    res = flow_then_gd(init, obj, hybrid, stop, {"c": component_norms})
+    assert flow.status == ["converged"] and res.status == ["converged"]
+    info = res.info
+    assert info["switch_time"] is not None and 0 < info["switch_time"] < float(res.time[0])
+    assert info["switch_lambda_max"] > 0 and info["gd_steps"] > 0
+    assert info["gd_lr_max"] < 2.0 / info["switch_lambda_max"]  # stable steps
+    assert info["h_lambda_checks"][-1][0] == pytest.approx(info["switch_time"])
+    phase = res.trajectory.values["phase"][:, 0]
+    t = res.trajectory.time
+    assert set(np.unique(phase)) == {0, 1}
+    assert t[phase == 1].min() >= info["switch_time"] and t[phase == 0].max() <= info["switch_time"]
+    assert np.all(np.diff(t) >= 0)
+    # the same end state (a generic completion solution from one init: the flow's)
+    W_flow, W_hyb = cp_to_tensor(flow.params), cp_to_tensor(res.params)
+    assert float((W_flow - W_hyb).norm() / W_flow.norm()) < 1e-2
+    c_flow = np.sort(component_norms(flow.params)[0].numpy())[::-1]
+    c_hyb = np.sort(component_norms(res.params)[0].numpy())[::-1]
+    np.testing.assert_allclose(c_hyb[:2], c_flow[:2], rtol=1e-2)
+    # stop_at_switch: the flow part only
+    part = flow_then_gd(init, obj, FlowThenGD(check_every=10, stop_at_switch=True), stop)
+    assert part.status == ["switched"]
+    assert float(part.time[0]) == pytest.approx(info["switch_time"])
+
+
+def test_flow_then_gd_patience_and_input_checks() -> None:
+    _, obj = _problem()
+    init = [
+        f.double() for f in init_cp((4, 4, 4), 8, 0.05, generator=torch.Generator().manual_seed(1))
+    ]
+    stop = Stop(loss_below=1e-6, max_steps=20_000)
+    res = flow_then_gd(init, obj, FlowThenGD(check_every=10, patience_steps=30), stop)
+    assert res.status == ["converged"]
+    assert res.info["crossing_time"] < float(res.time[0])
+    assert (res.trajectory.values["phase"][:, 0] == 2).any()
+    assert float(obj(res.info["params_at_crossing"])[0]) <= 1e-6
+    with pytest.raises(ValueError, match="one run"):
+        flow_then_gd([torch.cat([f, f]) for f in init], obj, FlowThenGD(), stop)
+    with pytest.raises(ValueError, match="safety"):
+        FlowThenGD(safety=1.0)
+    with pytest.raises(ValueError, match="max_steps and max_wall_s"):
+        flow_then_gd(init, obj, FlowThenGD(), Stop(max_time=1.0))
+
+
+def test_train_past_crossing_runs_extra_steps_after_the_crossing() -> None:
+    _, obj = _problem()
+    init = [
+        f.double() for f in init_cp((4, 4, 4), 8, 0.3, generator=torch.Generator().manual_seed(2))
+    ]
+    stop = Stop(loss_below=1e-3, max_steps=5000)
+    once = train(init, obj, GD(1.0), stop, Schedule(every=10))
+    res = train_past_crossing(init, obj, GD(1.0), stop, 40, Schedule(every=10))
+    assert res.status == ["converged"]
+    assert res.info["crossing_step"] == int(once.steps[0])
+    assert int(res.steps[0]) == int(once.steps[0]) + 40
+    assert float(res.final_loss[0]) < float(once.final_loss[0])
+    assert np.all(np.diff(res.trajectory.step) > 0)
+    never = train_past_crossing(init, obj, GD(1.0), Stop(loss_below=1e-12, max_steps=5), 40)
+    assert never.status == ["max_steps"] and never.info["crossing_step"] is None
+
+
+# --------------------------------------------------------------------------- the experiment
+
+
+def test_smoke_run_and_redraw(tmp_path) -> None:
+    summary = run_experiment(ID, tmp_path / "r", scale="smoke", log=lambda _: None)
+    rows = summary["rows"]
+    fits = [r for r in rows if r["kind"] == "fit"]
+    assert len(fits) == 2 * 3 and len(rows) == 2 * 4  # stds x (optimizers + theorem check)
+    assert all(math.isfinite(r["rel_fro_error"]) and r["outcome"] == "converged" for r in fits)
+    assert any(r["switch_time"] for r in fits if r["optimizer"] == "flow")
+    claims = {c["id"]: c for c in summary["claims"]}
+    assert claims["component_rate_identity"]["holds"] is True
+    assert claims["component_rate_identity"]["measured"]["max_relative_error"] < 1e-6
+    assert {"components_flow.png", "error_vs_init.png", "rate_check.png"} <= set(summary["figures"])
+    result = load_result(tmp_path / "r")
+    arrays = result.arrays(fits[0]["trajectory"])
+    assert arrays["top_c"].shape[1] == 8
+
+
+def _rows(**by_init) -> pd.DataFrame:
+    """Fit rows of one optimizer: ``std=(n_large, rel_fro_error, leave_times)`` per seed 0."""
+    rows = []
+    for key, (n, err, lt) in by_init.items():
+        std = float(key[1:].replace("p", "."))
+        rows.append(
+            {
+                "kind": "fit",
+                "optimizer": "group_rmsprop",
+                "init_scale": std,
+                "seed": 0,
+                "n_large_components": n,
+                "rel_fro_error": err,
+                "leave_times": lt,
+                "leave_min_gap": None,
+                "outcome": "converged",
+            }
+        )
+    return EXP.rows_frame(rows)
+
+
+def _judge(claim_id: str, rows: pd.DataFrame, settings=None) -> dict:
+    claim = next(c for c in EXP.claims if c.id == claim_id)
+    return claim.evaluate(Result(None, {}, rows, settings or EXP.scales["quick"]))
+
+
+SPREAD = [1.0, 2.0, 4.0, 8.0, 16.0]
+
+
+def test_claims_hold_on_paper_like_rows() -> None:
+    rows = _rows(s0p05=(7, 8e-2, SPREAD), s0p005=(5, 7e-6, SPREAD))
+    for cid in ("one_at_a_time", "error_decreases_with_init", "fewer_components_at_small_init"):
+        out = _judge(f"{cid}[group_rmsprop]", rows)
+        assert out["holds"] is True, out
+
+
+def test_fewer_components_fails_on_equal_counts_and_on_a_count_other_than_five() -> None:
+    # the quick outcome: five large components at both stds
+    out = _judge(
+        "fewer_components_at_small_init[group_rmsprop]",
+        _rows(s0p05=(5, 1e-2, SPREAD), s0p005=(5, 5e-3, SPREAD)),
     )
-    assert leave_times(run, 2, 0.5) == [2.0, 4.0]
-    assert separated([2.0, 4.0], 0.05)
-    assert not separated([4.0, 4.1], 0.05)
-    assert not separated([2.0, None], 0.05)
+    assert out["holds"] is False and out["measured"]["drop"] == 0
+    out = _judge(
+        "fewer_components_at_small_init[group_rmsprop]",
+        _rows(s0p05=(9, 1e-2, SPREAD), s0p005=(6, 5e-3, SPREAD)),
+    )
+    assert out["holds"] is False and "count_small_init" in out["reason"]
+    # the median over seeds
+    rows = pd.concat([_rows(s0p05=(n, 1e-2, SPREAD), s0p005=(5, 1e-3, SPREAD)) for n in (5, 8, 9)])
+    rows["seed"] = [0, 0, 1, 1, 2, 2]
+    m = fewer_components(rows, "group_rmsprop")
+    assert m["count_large_init"] == 8 and m["seeds"] == 3
+
+
+def test_one_at_a_time_fails_when_leave_times_are_close_or_too_many_components() -> None:
+    close = _rows(s0p05=(7, 8e-2, SPREAD), s0p005=(5, 7e-6, [1.0, 2.0, 4.0, 8.0, 8.2]))
+    assert _judge("one_at_a_time[group_rmsprop]", close)["holds"] is False
+    many = _rows(s0p05=(7, 8e-2, SPREAD), s0p005=(9, 7e-6, SPREAD))
+    assert _judge("one_at_a_time[group_rmsprop]", many)["holds"] is False
+    missing = _rows(s0p05=(7, 8e-2, SPREAD), s0p005=(5, 7e-6, [1.0, None, 4.0, 8.0, 16.0]))
+    assert _judge("one_at_a_time[group_rmsprop]", missing)["holds"] is False
+
+
+def test_error_claim_fails_when_error_grows_and_is_not_judged_without_runs() -> None:
+    rows = _rows(s0p05=(7, 1e-3, SPREAD), s0p005=(5, 1e-2, SPREAD))
+    assert _judge("error_decreases_with_init[group_rmsprop]", rows)["holds"] is False
+    one_std = _rows(s0p005=(5, 1e-2, SPREAD))
+    assert _judge("error_decreases_with_init[group_rmsprop]", one_std)["holds"] is None
+    out = _judge("error_decreases_with_init[gd]", rows)  # gd does not run at quick scale
+    assert out["holds"] is None and "no gd runs" in out["reason"]
+
+
+def test_rate_identity_claim_fails_on_a_large_error() -> None:
+    base = {
+        "kind": "theorem_check",
+        "optimizer": "flow_balanced",
+        "seed": 0,
+        "n_checked_states": 10,
+    }
+    bad = EXP.rows_frame([{**base, "init_scale": 0.05, "max_relative_error": 1e-3}])
+    out = _judge("component_rate_identity", bad)
+    assert out["holds"] is False and out["measured"]["max_relative_error"] == 1e-3
+    good = EXP.rows_frame([{**base, "init_scale": 0.05, "max_relative_error": 1e-12}])
+    assert _judge("component_rate_identity", good)["holds"] is True
+    assert _judge("component_rate_identity", bad.iloc[:0])["holds"] is None
+
+
+def test_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="unknown optimizers"):
+        EXP.settings_for("quick", {"optimizers": ["sgd"]})
+    with pytest.raises(ValueError, match="RK45"):
+        EXP.settings_for("quick", {"flow.method": "LSODA"})
+    with pytest.raises(ValueError, match="unknown option"):
+        EXP.settings_for("quick", {"lr_typo": 1.0})
+    assert set(COLUMNS) == set(EXP.columns)

@@ -1,21 +1,25 @@
-"""Checks of the CP theory helpers (factorflow.tensor_theory) against gradient-flow runs."""
+"""Checks of the CP theory helpers (factorflow.tensor_theory) against gradient-flow runs, and of
+the incremental-learning measurements (leave times, separation) on hand-made records."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from factorflow.dynamics import Flow, Schedule, Stop, train
+from factorflow.dynamics import Flow, Schedule, Stop, gradient, train
 from factorflow.factorizations.cp import balance_components, component_norms, init_cp
 from factorflow.objectives import CPObjective
 from factorflow.problems.tensor import low_rank_tensor, tensor_completion
 from factorflow.tensor_theory import (
     component_norm_rates,
     component_rate_error,
-    is_rank_one_solution,
+    leave_times,
     max_component_rate_error,
+    min_relative_gap,
+    separated,
 )
 
 
@@ -37,6 +41,19 @@ def _problem(n_obs: int = 30, rank: int = 1, seed: int = 0) -> tuple[torch.Tenso
     return target, CPObjective(tensor_completion(target, n_obs, g), "mse")
 
 
+def _rates(obj: CPObjective, factors):
+    """The objective's gradients handed to the theory (which imports no objective)."""
+    _, grads = gradient(obj, factors)
+    _, g_obs = obj.grad_at_obs(factors)
+    return component_norm_rates(factors, grads, obj.obs.indices, g_obs)
+
+
+def _rate_error(obj: CPObjective, factors) -> float:
+    _, grads = gradient(obj, factors)
+    _, g_obs = obj.grad_at_obs(factors)
+    return max(component_rate_error(factors, grads, obj.obs.indices, g_obs))
+
+
 def _flow_states(objective: CPObjective, factors: list[torch.Tensor], stop: Stop):
     """Every accepted integrator state of a flow run (the factors stored by probes)."""
     probes = {f"f{n}": (lambda p, n=n: p[n].clone()) for n in range(len(factors))}
@@ -52,7 +69,7 @@ def _flow_states(objective: CPObjective, factors: list[torch.Tensor], stop: Stop
 def test_rates_match_autograd_at_one_balanced_state():
     _, obj = _problem()
     f = init_cp(DIMS, 5, 0.3, batch=3, generator=torch.Generator().manual_seed(1), balanced=True)
-    measured, predicted = component_norm_rates(obj, f)
+    measured, predicted = _rates(obj, f)
     assert measured.shape == predicted.shape == (3, 5)
     assert max_component_rate_error(measured, predicted) < 1e-10
     # the measured rate equals a finite difference of c_r along a tiny gradient step
@@ -72,7 +89,7 @@ def test_rate_identity_holds_along_flow_from_balanced_init():
     res, states = _flow_states(obj, f, Stop(loss_below=1e-8, max_steps=5000))
     assert res.status == ["converged", "converged"]
     assert len(states) > 50
-    errors = [component_rate_error(obj, s) for s in states]
+    errors = [_rate_error(obj, s) for s in states]
     assert all(math.isfinite(e) for e in errors)
     assert max(errors) < 1e-8, max(errors)
 
@@ -80,10 +97,10 @@ def test_rate_identity_holds_along_flow_from_balanced_init():
 def test_rate_identity_fails_from_unbalanced_init():
     _, obj = _problem()
     f = init_cp(DIMS, 4, 1e-2, batch=2, generator=torch.Generator().manual_seed(1))
-    measured, predicted = component_norm_rates(obj, f)
+    measured, predicted = _rates(obj, f)
     assert max_component_rate_error(measured, predicted) > 0.1
     # balancing the same tensor restores it
-    m2, p2 = component_norm_rates(obj, balance_components(f))
+    m2, p2 = _rates(obj, balance_components(f))
     assert max_component_rate_error(m2, p2) < 1e-10
 
 
@@ -98,29 +115,30 @@ def test_rate_error_guards_zero_over_zero():
         max_component_rate_error(measured, predicted, rel_floor=1.0)
 
 
-def test_small_init_reaches_rank_one_solution():
-    """Razin, Maman & Cohen 2021: a completion problem with a rank-1 solution, small init."""
-    target, obj = _problem(n_obs=30, seed=0)
-    R = 16  # product of all dims but the largest
-    f = init_cp(DIMS, R, 1e-3, batch=2, generator=torch.Generator().manual_seed(2))
-    res = train(f, obj, Flow(), Stop(loss_below=1e-10, max_steps=20000), Schedule())
-    assert res.status == ["converged", "converged"]
-    check = is_rank_one_solution(obj, res.params, loss_tol=1e-9)
-    assert check.holds == [True, True], check
-    assert max(check.norm_ratio) < 1e-2
-    assert check.estimated_rank == [1, 1]
-    # ... and that solution is the rank-1 target (30 of 64 entries determine it)
-    from factorflow.factorizations.cp import cp_to_tensor
-
-    err = torch.linalg.vector_norm((cp_to_tensor(res.params) - target).flatten(1), dim=1)
-    assert float(err.max()) < 1e-2
+def test_rates_need_one_gradient_per_factor():
+    _, obj = _problem()
+    f = init_cp(DIMS, 3, 0.3, generator=torch.Generator().manual_seed(1))
+    _, g_obs = obj.grad_at_obs(f)
+    with pytest.raises(ValueError, match="one gradient per factor"):
+        component_norm_rates(f, [torch.zeros_like(f[0])], obj.obs.indices, g_obs)
 
 
-def test_rank_one_check_rejects_rank_three_fit():
-    g = torch.Generator().manual_seed(3)
-    _, factors = low_rank_tensor(DIMS, 3, generator=g)
-    obs_target, obj = _problem()
-    f = [x[None] for x in factors]
-    check = is_rank_one_solution(obj, f, loss_tol=math.inf)
-    assert check.holds == [False]
-    assert check.estimated_rank[0] > 1
+def test_leave_times_and_separation():
+    # two components: 0 rises at t = 2, 1 at t = 4; the top 2 recorded at every time
+    t = np.arange(6, dtype=float)
+    c0 = np.array([0.0, 0.1, 0.6, 1.0, 1.0, 1.0])
+    c1 = np.array([0.0, 0.0, 0.1, 0.2, 0.5, 0.5])
+    top_c = np.stack([c0, c1], 1)
+    top_idx = np.tile([0, 1], (6, 1))
+    final = np.array([1.0, 0.5, 0.0])
+    assert leave_times(t, top_c, top_idx, final, 2, 0.5) == [2.0, 4.0]
+    # a component never recorded among the top ones has no leave time
+    assert leave_times(t, top_c, top_idx, np.array([0.0, 0.5, 1.0]), 2, 0.5) == [None, 4.0]
+    assert min_relative_gap([2.0, 4.0]) == pytest.approx(0.5)
+    assert separated([2.0, 4.0], 0.05)
+    assert not separated([4.0, 4.1], 0.05)
+    assert not separated([2.0, None], 0.05)
+    assert not separated([3.0], 0.05)
+    assert min_relative_gap([0.0, 0.0]) == 0.0
+    with pytest.raises(ValueError, match="frac"):
+        leave_times(t, top_c, top_idx, final, 2, 0.0)

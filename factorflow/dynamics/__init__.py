@@ -1,6 +1,11 @@
 """Optimizers, gradient flow, stop rules and recording, batched over independent runs."""
 
-from factorflow.dynamics.levels import LevelsRun, LevelState, flow_levels_run, gd_levels_batch
+from factorflow.dynamics.hybrid import (
+    FlowThenGD,
+    flow_then_gd,
+    hessian_top_eigenvalue,
+    train_past_crossing,
+)
 from factorflow.dynamics.optimizers import GD, OPTIMIZERS, Adam, GroupRMSProp, make_optimizer
 from factorflow.dynamics.patience import Patience, PatienceResult, train_patience
 from factorflow.dynamics.record import Schedule, Stop, Trajectory
@@ -14,17 +19,17 @@ __all__ = [
     "PatienceResult",
     "Adam",
     "Flow",
+    "FlowThenGD",
     "GroupRMSProp",
-    "LevelState",
-    "LevelsRun",
     "Schedule",
     "Stop",
     "TrainResult",
     "Trajectory",
-    "flow_levels_run",
-    "gd_levels_batch",
+    "flow_then_gd",
     "gradient",
+    "hessian_top_eigenvalue",
     "make_optimizer",
     "train",
+    "train_past_crossing",
     "train_patience",
 ]

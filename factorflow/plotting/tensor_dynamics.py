@@ -1,26 +1,23 @@
-"""Figures of the tensor factorization dynamics experiment (Razin, Maman & Cohen 2021, Fig. 2),
-drawn only from result files: the summary rows and the saved trajectories ``traj_*.npz``
-(arrays ``step, time, loss, top_c (T, k), top_idx, phase, rate_err, switch_time``).
+"""Figures of the tensor factorization dynamics experiment (Razin, Maman & Cohen, ICML 2021,
+dynamics of learning), drawn only from the result: its rows and the saved trajectories
+(``result.arrays(row["trajectory"])``: ``step, time, loss, top_c (T, k), top_idx, phase,
+rate_err, switch_time``; theorem checks: ``time, loss, top_c, rate_err``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from matplotlib.ticker import NullFormatter
 
-from factorflow.experiments.common import save_figure
 from factorflow.plotting import new_figure, plt
 
-__all__ = [
-    "load_trajectory",
-    "plot_component_norms",
-    "plot_error_vs_init",
-    "plot_rate_check",
-]
+__all__ = ["FIGURES", "draw", "plot_component_norms", "plot_error_vs_init", "plot_rate_check"]
+
+#: published final rel_fro_error per init std (Razin, Maman & Cohen 2021, with the figure)
+PAPER_ERRORS = {0.05: 8e-2, 0.01: 3e-2, 0.005: 7e-6}
 
 _COLORS = {
     "group_rmsprop": "tab:blue",
@@ -36,19 +33,10 @@ _LABELS = {
 }
 
 
-def load_trajectory(path: str | Path) -> dict[str, np.ndarray]:
-    """The arrays of one saved trajectory (a ``traj_*.npz`` file)."""
-    with np.load(Path(path)) as z:
-        return {k: z[k] for k in z.files}
-
-
-def plot_component_norms(
-    out_dir: str | Path, rows: Sequence[dict[str, Any]], optimizer: str, seed: int
-) -> str:
+def plot_component_norms(result: Any, rows: Sequence[dict[str, Any]], optimizer: str, seed: int):
     """Top component norms (sorted, top row) and train loss (bottom row) over the optimizer's
     own axis, one column per init std, for one ``optimizer`` and ``seed``; the switch from flow
-    to GD is marked. Saved as ``components_<optimizer>.png``; returns the file name."""
-    out_dir = Path(out_dir)
+    to GD is marked."""
     sel = sorted(
         (r for r in rows if r["optimizer"] == optimizer and r["seed"] == seed),
         key=lambda r: -r["init_scale"],
@@ -56,7 +44,7 @@ def plot_component_norms(
     n = max(len(sel), 1)
     fig, grid = plt.subplots(2, n, figsize=(4.0 * n, 5.6), squeeze=False, sharex="col")
     for j, r in enumerate(sel):
-        tr = load_trajectory(out_dir / r["trajectory"])
+        tr = result.arrays(r["trajectory"])
         ax, axl = grid[0][j], grid[1][j]
         for a in (ax, axl):
             a.grid(True, alpha=0.25)
@@ -79,14 +67,12 @@ def plot_component_norms(
         f"{_LABELS.get(optimizer, optimizer)} (seed {seed}), R = {sel[0]['R'] if sel else '?'}",
         fontsize=10,
     )
-    return save_figure(fig, out_dir, f"components_{optimizer}")
+    return fig
 
 
-def plot_error_vs_init(
-    out_dir: str | Path, rows: Sequence[dict[str, Any]], paper: dict[float, float]
-) -> str:
+def plot_error_vs_init(rows: Sequence[dict[str, Any]], paper: dict[float, float]):
     """Final ``rel_fro_error`` against init std, every run (one marker per seed) per optimizer,
-    with the published values. Saved as ``error_vs_init.png``."""
+    with the published values."""
     fig, (ax,) = new_figure(1)
     opts = list(dict.fromkeys(r["optimizer"] for r in rows))
     for k, opt in enumerate(opts):
@@ -108,16 +94,15 @@ def plot_error_vs_init(
     ax.set_ylabel("final rel_fro_error")
     ax.set_title("x = did not converge", fontsize=8)
     ax.legend(fontsize=7)
-    return save_figure(fig, out_dir, "error_vs_init")
+    return fig
 
 
-def plot_rate_check(out_dir: str | Path, checks: Sequence[dict[str, Any]]) -> str:
+def plot_rate_check(result: Any, checks: Sequence[dict[str, Any]]):
     """Largest relative error of the component-norm rate identity at each accepted flow step
-    of the theorem checks (their saved ``theorem_*.npz``). Saved as ``rate_check.png``."""
-    out_dir = Path(out_dir)
+    of the theorem checks (their saved arrays)."""
     fig, (ax,) = new_figure(1)
     for c in checks:
-        tr = load_trajectory(out_dir / c["trajectory"])
+        tr = result.arrays(c["trajectory"])
         keep = np.isfinite(tr["rate_err"]) & (tr["time"] > 0)
         if keep.any():
             ax.loglog(
@@ -130,4 +115,25 @@ def plot_rate_check(out_dir: str | Path, checks: Sequence[dict[str, Any]]) -> st
     ax.set_ylabel("max_r |measured - predicted| / |predicted|")
     ax.set_title("dc_r/dt = -N c_r^(2-2/N) <grad l, C_r/c_r>, balanced init", fontsize=9)
     ax.legend(fontsize=7)
-    return save_figure(fig, out_dir, "rate_check")
+    return fig
+
+
+def draw(result: Any) -> dict[str, Any]:
+    """``components_<optimizer>`` (first seed), ``error_vs_init`` and, with theorem checks,
+    ``rate_check``."""
+    rows = result.summary["rows"]
+    fits = [r for r in rows if r["kind"] == "fit"]
+    checks = [r for r in rows if r["kind"] == "theorem_check"]
+    figs: dict[str, Any] = {}
+    if fits:
+        seed = min(r["seed"] for r in fits)
+        for opt in dict.fromkeys(r["optimizer"] for r in fits):
+            figs[f"components_{opt}"] = plot_component_norms(result, fits, opt, seed)
+        figs["error_vs_init"] = plot_error_vs_init(fits, PAPER_ERRORS)
+    if checks:
+        figs["rate_check"] = plot_rate_check(result, checks)
+    return figs
+
+
+#: Figures per experiment id (see :func:`factorflow.plotting.figure_functions`).
+FIGURES: dict[str, tuple[Any, ...]] = {"razin2021-dynamics": (draw,)}
