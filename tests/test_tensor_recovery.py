@@ -17,6 +17,7 @@ from factorflow.dynamics import Patience
 from factorflow.experiment import NotJudged
 from factorflow.factorizations.cp import cp_to_tensor, init_cp
 from factorflow.objectives import CPObjective
+from factorflow.problems.completion import Completion
 from factorflow.problems.tensor import nested_completion_target, observe_first
 from factorflow.tensor_recovery import (
     COLUMNS,
@@ -163,3 +164,25 @@ def test_als_comparison_ratio():
     assert als_comparison(rows)["gd_over_als"] == pytest.approx(0.08)
     with pytest.raises(NotJudged):
         als_comparison(frame([gd_row(0.04)]))
+
+
+# ------------------------------------------------------- bad input (kept from the old module's tests)
+
+
+def test_completion_objective_and_init_reject_bad_input():
+    with pytest.raises(ValueError, match="out of range"):
+        Completion((4, 4, 4), torch.tensor([[0, 1, 4]]), torch.tensor([1.0]))
+    with pytest.raises(ValueError, match="negative"):
+        Completion((4, 4, 4), torch.tensor([[0, -1, 2]]), torch.tensor([1.0]))
+    with pytest.raises(ValueError, match=r"shape \(m, 3\)"):
+        Completion((4, 4, 4), torch.tensor([[0, 1]]), torch.tensor([1.0]))
+    obs = Completion((4, 4, 4), torch.tensor([[0, 1, 2], [3, 3, 3]]), torch.tensor([1.0, 2.0]))
+    gen = torch.Generator().manual_seed(0)
+    with pytest.raises(ValueError, match="order-3"):
+        CPObjective(obs, "mse")(init_cp((4, 4), 2, 0.1, generator=gen))
+    with pytest.raises(ValueError, match="do not match the observed shape"):
+        CPObjective(obs, "mse")(init_cp((5, 5, 5), 2, 0.1, generator=gen))
+    with pytest.raises(ValueError, match="R and batch must be positive"):
+        init_cp((4, 4, 4), 0, 1e-3, generator=gen)
+    with pytest.raises(ValueError, match=r"1,600,000,000 entries"):
+        cp_to_tensor([torch.zeros(1, 200, 2) for _ in range(4)])  # never allocated
