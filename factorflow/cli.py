@@ -11,8 +11,12 @@ __all__ = ["main"]
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    import shutil
+    import tempfile
+
     from factorflow.config import load_config
     from factorflow.fit import fit
+    from factorflow.results import check_out_dir, replace_folders
 
     overrides = list(args.set or [])
     if args.device:
@@ -23,28 +27,42 @@ def _cmd_run(args: argparse.Namespace) -> int:
         overrides.append(f"seeds=[{','.join(str(s) for s in args.seeds)}]")
     cfg = load_config(args.config, overrides)
     out = Path(args.out)
+    check_out_dir(out)  # before any work: a file on the path, or no permission to write
     targets = [out / f"seed_{s}" for s in cfg.seeds]
     clash = [str(t) for t in targets if t.exists()]
     if clash and not args.overwrite:
         raise FileExistsError(f"run folders already exist: {clash} (use --overwrite)")
+    for t in targets:
+        if t.exists() and not t.is_dir():
+            raise ValueError(f"{t} exists and is not a run folder")
+    tracker = None
+    if args.track:  # a missing package is found before the fit, not after
+        from factorflow.tracking import make_tracker
+
+        tracker = make_tracker(args.track, out)
     runs = fit(cfg, progress=not args.quiet)
     print(
         f"{'seed':>5} {'status':>10} {'final_loss':>11} {'steps':>9} {'time':>10} "
         f"{'recon_mse':>10} {'eff_rank':>8} {'nuclear':>9}"
     )
-    for run, target in zip(runs, targets, strict=True):
+    for run in runs:
         s = run.summary
         print(
             f"{s['seed']:>5} {s['status']:>10} {s['final_loss']:>11.3e} {s['steps']:>9} "
             f"{s['time']:>10.4g} {s.get('recon_mse', float('nan')):>10.3e} "
             f"{s['effective_rank']:>8.3f} {s['nuclear_norm']:>9.3f}"
         )
-        run.write(target, overwrite=args.overwrite)
+    # every seed is written to a staging folder first, then all are moved into place together
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out, prefix=".staging-"))
+    try:
+        for run, target in zip(runs, targets, strict=True):
+            run.write(staging / target.name)
+        replace_folders([(staging / t.name, t) for t in targets])
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     print(f"wrote {len(runs)} run folder(s) under {out}")
-    if args.track:
-        from factorflow.tracking import make_tracker
-
-        tracker = make_tracker(args.track, out)
+    if tracker is not None:
         for target in targets:
             tracker.log_run(target, target.name)
         tracker.close()
@@ -135,6 +153,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     df, csv = write_runs_table(args.out)
+    for b in df.attrs.get("unreadable", []):
+        print(f"  UNREADABLE {b['run']}: {b['error']}", file=sys.stderr)
     print(
         f"sweep: {res.n_runs} runs: {res.n_skipped} were done, {res.n_ran} ran now, "
         f"{sum(len(f.get('seeds', [])) for f in res.failures)} failed; {res.wall_s:.1f} s; "
@@ -153,13 +173,18 @@ def _cmd_runs(args: argparse.Namespace) -> int:
     from factorflow.sweep import brief_table, write_runs_table
 
     df, csv = write_runs_table(args.dir)
-    if df.empty:
+    bad = df.attrs.get("unreadable", [])
+    if df.empty and not bad:
         raise FileNotFoundError(f"no run folders (config.json + summary.json) under {args.dir}")
-    shown = df if args.all else brief_table(df)
-    with pd.option_context("display.max_columns", None, "display.width", 200):
-        print(shown.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
-    print(f"{len(df)} runs, {len(df.columns)} columns: {csv}")
-    return 0
+    if not df.empty:
+        shown = df if args.all else brief_table(df)
+        with pd.option_context("display.max_columns", None, "display.width", 200):
+            print(shown.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    where = csv if csv is not None else "not written (the folder is read-only)"
+    print(f"{len(df)} runs, {len(df.columns)} columns: {where}")
+    for b in bad:
+        print(f"  UNREADABLE {b['run']}: {b['error']}", file=sys.stderr)
+    return 0 if not bad else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -320,8 +345,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except (
         ValueError,
-        FileNotFoundError,
-        FileExistsError,
+        TypeError,
+        OSError,  # FileNotFoundError, FileExistsError, PermissionError, no space left, ...
         RuntimeError,
         KeyError,
         ImportError,

@@ -106,6 +106,8 @@ class ModelConfig:
             raise ValueError(f"model.depth must be >= 1, got {self.depth}")
         if not self.init_scale > 0:
             raise ValueError(f"model.init_scale must be > 0, got {self.init_scale}")
+        if not math.isfinite(self.init_scale):
+            raise ValueError(f"model.init_scale must be a finite number > 0, got {self.init_scale}")
         if self.width < 0:
             raise ValueError(f"model.width must be >= 0, got {self.width}")
         if self.det_sign not in (-1, 0, 1):
@@ -180,6 +182,17 @@ class RecordConfig:
     per_decade: int = 10
     start: float = 1.0
     top_k: int = 10
+
+    def __post_init__(self) -> None:
+        if self.top_k < 1:
+            raise ValueError(f"record.top_k must be >= 1, got {self.top_k}")
+        if self.per_decade < 0 or self.every < 0 or not self.start > 0:
+            raise ValueError(
+                f"record.per_decade and record.every must be >= 0 and record.start > 0, got "
+                f"{self.per_decade}, {self.every}, {self.start}"
+            )
+        if not math.isfinite(self.every) or not math.isfinite(self.start):
+            raise ValueError("record.every and record.start must be finite")
 
 
 @dataclass(frozen=True)

@@ -105,10 +105,37 @@ class InProcessExecutor(Executor):
         return "local (in process)"
 
 
-def _init_worker(n_threads: int) -> None:
+def _init_worker(n_threads: int, parent_pid: int | None = None) -> None:
+    """Set the worker's torch threads and, given ``parent_pid``, start a watchdog that ends the
+    worker as soon as that process is gone: a sweep killed with SIGKILL leaves no workers
+    running and writing (the fork server, not the sweep, is their parent, so the kernel's
+    parent-death signal would not reach them)."""
     import torch
 
     torch.set_num_threads(n_threads)
+    if parent_pid is not None:
+        import threading
+
+        threading.Thread(
+            target=_exit_with_parent, args=(parent_pid,), daemon=True, name="parent-watchdog"
+        ).start()
+
+
+#: Seconds between the worker watchdog's checks that the sweep process still exists.
+PARENT_CHECK_S = 0.5
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    import time
+
+    while True:
+        try:
+            os.kill(parent_pid, 0)
+        except ProcessLookupError:
+            os._exit(1)  # the sweep is gone: stop at once, without cleanup handlers
+        except PermissionError:  # pragma: no cover - the pid now belongs to another user
+            os._exit(1)
+        time.sleep(PARENT_CHECK_S)
 
 
 def _mp_context() -> multiprocessing.context.BaseContext:
@@ -136,7 +163,7 @@ class ProcessExecutor(Executor):
             max_workers=workers,
             mp_context=_mp_context(),
             initializer=_init_worker,
-            initargs=(threads,),
+            initargs=(threads, os.getpid()),
         )
 
     def run(self, fn: Callable[..., Any], tasks: Sequence[Task]) -> Iterator[tuple[int, Any]]:

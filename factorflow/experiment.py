@@ -165,14 +165,9 @@ class Result:
 
     def arrays(self, name: str) -> dict[str, np.ndarray]:
         """The arrays saved under ``name`` (a FileNotFoundError naming the file if absent)."""
-        path = self.dir / f"{name}.npz"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such result file")
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                return {k: z[k] for k in z.files}
-        except Exception as e:
-            raise ValueError(f"{path}: unreadable arrays ({type(e).__name__}: {e})") from None
+        from factorflow.results import read_npz
+
+        return read_npz(self.dir / f"{name}.npz")
 
     def select(self, **eq: Any) -> pd.DataFrame:
         """Rows whose columns equal the given values (None matches missing values)."""

@@ -32,8 +32,12 @@ os.umask(_UMASK)
 __all__ = [
     "Run",
     "jsonable",
+    "check_out_dir",
+    "is_complete_run",
     "load_run",
     "read_json",
+    "read_npz",
+    "replace_folders",
     "run_metadata",
     "write_json",
     "write_run",
@@ -69,6 +73,49 @@ def write_json(path: Path, data: Any) -> None:
         f.write("\n")
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; respect the umask like open() would
     os.replace(tmp, path)
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """Fail before any work when ``out_dir`` cannot be written: a file on its path, or a
+    folder that does not allow writing (a ValueError naming the path)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir}: exists and is not a folder")
+    node = out_dir
+    while not node.exists():
+        node = node.parent
+    if not node.is_dir():
+        raise ValueError(f"--out {out_dir}: {node} is a file, not a folder")
+    if not os.access(node, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out_dir}: {node} is not writable")
+    if out_dir.exists() and not os.access(out_dir.parent, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out_dir}: its parent {out_dir.parent} is not writable")
+
+
+def replace_folders(pairs: list[tuple[Path, Path]]) -> None:
+    """Move each finished folder ``new`` onto ``target`` for every ``(new, target)`` of
+    ``pairs``, as one step: every existing target is moved aside first and removed only after
+    all the new folders are in place; if any move fails, the targets moved so far are put back
+    (so a set of run folders is either all old or all new)."""
+    moved: list[tuple[Path, Path | None]] = []
+    try:
+        for new, target in pairs:
+            aside = None
+            if target.exists():
+                aside = target.parent / f".{target.name}.old-{os.getpid()}"
+                shutil.rmtree(aside, ignore_errors=True)
+                os.replace(target, aside)
+            moved.append((target, aside))
+            os.replace(new, target)
+    except BaseException:
+        for target, aside in reversed(moved):
+            if aside is not None and aside.exists():
+                shutil.rmtree(target, ignore_errors=True)
+                os.replace(aside, target)
+        raise
+    for _, aside in moved:
+        if aside is not None:
+            shutil.rmtree(aside, ignore_errors=True)
 
 
 def read_json(path: str | Path) -> Any:
@@ -169,10 +216,36 @@ def load_run(run_dir: str | Path) -> Run:
     ]
     if missing:
         raise FileNotFoundError(f"{run_dir} is not a complete run folder: missing {missing}")
-    cfg = json.loads((run_dir / "config.json").read_text())
-    summary = json.loads((run_dir / "summary.json").read_text())
-    with np.load(run_dir / "trajectory.npz") as z:
-        traj = {k: z[k] for k in z.files}
-    with np.load(run_dir / "factors.npz") as z:
-        factors = [z[f"factor_{j}"] for j in range(len(z.files))]
-    return Run(run_dir, cfg["config"], cfg["meta"], summary, traj, factors)
+    cfg = read_json(run_dir / "config.json")
+    summary = read_json(run_dir / "summary.json")
+    if not isinstance(cfg, dict) or "config" not in cfg or not isinstance(summary, dict):
+        raise ValueError(f"{run_dir}: config.json or summary.json is not a run's")
+    traj = read_npz(run_dir / "trajectory.npz")
+    z = read_npz(run_dir / "factors.npz")
+    factors = [z[f"factor_{j}"] for j in range(len(z))]
+    return Run(run_dir, cfg["config"], cfg.get("meta", {}), summary, traj, factors)
+
+
+def read_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """All arrays of an ``.npz`` file; a missing, truncated or corrupt file is an error that
+    names it (FileNotFoundError or ValueError)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except Exception as e:  # BadZipFile, EOFError, OSError, ValueError, KeyError ...
+        raise ValueError(f"{path}: unreadable or corrupt ({type(e).__name__}: {e})") from None
+
+
+def is_complete_run(run_dir: str | Path) -> bool:
+    """Whether ``run_dir`` holds a run whose config.json and summary.json both parse (a
+    truncated file counts as not finished, so a resumed sweep writes the run again)."""
+    d = Path(run_dir)
+    try:
+        return isinstance(read_json(d / "config.json"), dict) and isinstance(
+            read_json(d / "summary.json"), dict
+        )
+    except (OSError, ValueError):
+        return False

@@ -29,7 +29,7 @@ import torch
 
 from factorflow.config import build_dataclass, config_to_dict
 from factorflow.experiment import Context, Experiment, Result
-from factorflow.results import jsonable, read_json, run_metadata, write_json
+from factorflow.results import check_out_dir, jsonable, read_json, run_metadata, write_json
 
 __all__ = [
     "SCALES",
@@ -51,23 +51,6 @@ def get_experiment(exp_id: str) -> Experiment:
     if exp_id not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {exp_id!r}; registered: {sorted(EXPERIMENTS)}")
     return EXPERIMENTS[exp_id]
-
-
-def check_out_dir(out_dir: Path) -> None:
-    """Fail before any work when ``out_dir`` cannot be written: a file on its path, or a
-    folder that does not allow writing (a ValueError naming the path)."""
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"--out {out_dir}: exists and is not a folder")
-    node = out_dir
-    while not node.exists():
-        node = node.parent
-    if not node.is_dir():
-        raise ValueError(f"--out {out_dir}: {node} is a file, not a folder")
-    if not os.access(node, os.W_OK | os.X_OK):
-        raise ValueError(f"--out {out_dir}: {node} is not writable")
-    if out_dir.exists() and not os.access(out_dir.parent, os.W_OK | os.X_OK):
-        raise ValueError(f"--out {out_dir}: its parent {out_dir.parent} is not writable")
 
 
 def load_result(result_dir: str | Path) -> Result:

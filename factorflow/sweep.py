@@ -45,7 +45,13 @@ from typing import TYPE_CHECKING, Any
 
 from factorflow.config import RunConfig, config_from_dict, config_to_dict
 from factorflow.fit import fit
-from factorflow.results import run_metadata, write_json
+from factorflow.results import (
+    check_out_dir,
+    is_complete_run,
+    read_json,
+    run_metadata,
+    write_json,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -257,7 +263,9 @@ def expand(spec: SweepSpec) -> list[SweepBatch]:
 
 
 def _is_run_dir(path: Path) -> bool:
-    return (path / "summary.json").is_file() and (path / "config.json").is_file()
+    """A finished run folder: config.json and summary.json both readable (a truncated one is
+    unfinished and is written again)."""
+    return is_complete_run(path)
 
 
 def run_batch(config: dict[str, Any], out: str) -> dict[str, Any]:
@@ -345,8 +353,16 @@ def _prepare_dir(out: Path, spec: SweepSpec, batches: list[SweepBatch]) -> None:
     record = _normalized(spec)
     sweep_json = out / "sweep.json"
     runs_dir = out / "runs"
+    loose = sorted(p.name for p in out.glob("seed_*")) + (
+        ["summary.json"] if (out / "summary.json").is_file() else []
+    )
+    if loose:
+        raise ValueError(
+            f"{out} holds the output of `factorflow run` or `reproduce` ({', '.join(loose[:3])}), "
+            "not a sweep's; use a new --out folder"
+        )
     if sweep_json.is_file():
-        old = json.loads(sweep_json.read_text())
+        old = read_json(sweep_json)
         old = {"base": old.get("base"), "grid": old.get("grid")}
         if old != record:
             raise ValueError(
@@ -376,7 +392,7 @@ def _prepare_dir(out: Path, spec: SweepSpec, batches: list[SweepBatch]) -> None:
             for seed_dir in sorted(d.glob("seed_*")):
                 if not _is_run_dir(seed_dir):
                     continue
-                got = json.loads((seed_dir / "config.json").read_text())["config"]
+                got = read_json(seed_dir / "config.json")["config"]
                 seed = got.get("seeds", [None])[0]
                 want = json.loads(json.dumps(config_to_dict(replace(cfg, seeds=(seed,)))))
                 if seed not in cfg.seeds or got != want:
@@ -419,6 +435,7 @@ def run_sweep(
     batches = expand(spec)
     check_executor_args(executor, workers, scheduler)
     out = Path(out_dir)
+    check_out_dir(out)
     tracker = None
     if track is not None:
         from factorflow.tracking import make_tracker
@@ -508,13 +525,20 @@ def runs_table(root: str | Path) -> pd.DataFrame:
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a folder")
     rows = []
+    unreadable: list[dict[str, str]] = []
     for summary_path in sorted(root.rglob("summary.json")):
         d = summary_path.parent
         rel = d.relative_to(root)
         if any(part.startswith(".") for part in rel.parts) or not (d / "config.json").is_file():
             continue
-        config = json.loads((d / "config.json").read_text()).get("config", {})
-        summary = json.loads(summary_path.read_text())
+        try:
+            config = read_json(d / "config.json").get("config", {})
+            summary = read_json(summary_path)
+            if not isinstance(config, dict) or not isinstance(summary, dict):
+                raise ValueError(f"{d}: config.json or summary.json is not a run's")
+        except (OSError, ValueError, AttributeError) as e:
+            unreadable.append({"run": rel.as_posix(), "error": str(e)})
+            continue
         flat = _flat(config)
         seeds = flat.pop("seeds", None)
         row: dict[str, Any] = {"run": rel.as_posix()}
@@ -528,17 +552,27 @@ def runs_table(root: str | Path) -> pd.DataFrame:
             row[f"final.{k}" if k in row else k] = _cell(v)
         rows.append(row)
     if not rows:
-        return pd.DataFrame(columns=["run", "seed"])
-    return pd.DataFrame(rows).sort_values("run", kind="stable").reset_index(drop=True)
+        df = pd.DataFrame(columns=["run", "seed"])
+    else:
+        df = pd.DataFrame(rows).sort_values("run", kind="stable").reset_index(drop=True)
+    df.attrs["unreadable"] = unreadable  # runs whose files could not be read, with the reason
+    return df
 
 
-def write_runs_table(root: str | Path) -> tuple[pd.DataFrame, Path]:
-    """:func:`runs_table` of ``root``, also written to ``root/runs.csv``."""
+def write_runs_table(root: str | Path) -> tuple[pd.DataFrame, Path | None]:
+    """:func:`runs_table` of ``root``, also written to ``root/runs.csv`` when the folder can be
+    written (a read-only finished sweep is still listed; the path is then None)."""
     df = runs_table(root)
     path = Path(root) / "runs.csv"
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        return df, None
     tmp = path.with_name(f".{path.name}.tmp")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    try:
+        df.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        return df, None
     return df, path
 
 

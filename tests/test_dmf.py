@@ -194,10 +194,10 @@ def test_depth_below_one():
         init_dmf((3, 3), 0, init="normal", init_scale=0.1, seeds=[0])
 
 
-@pytest.mark.parametrize("scale", [0.0, -1e-3, [0.1, 0.0], float("nan")])
+@pytest.mark.parametrize("scale", [0.0, -1e-3, [0.1, 0.0], float("nan"), float("inf")])
 def test_init_scale_not_positive(scale):
     seeds = [0, 1] if isinstance(scale, list) else [0]
-    with pytest.raises(ValueError, match="init_scale must be > 0"):
+    with pytest.raises(ValueError, match="init_scale must be a finite number > 0"):
         init_dmf((3, 3), 2, init="normal", init_scale=scale, seeds=seeds)
 
 

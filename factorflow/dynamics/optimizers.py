@@ -8,6 +8,7 @@ pair of pure functions ``init_state(params) -> state`` and
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -15,6 +16,14 @@ import torch
 __all__ = ["OPTIMIZERS", "Adam", "GD", "GroupRMSProp", "make_optimizer"]
 
 Params = list[torch.Tensor]
+
+
+def _check_lr(name: str, lr: float, **positive: float) -> None:
+    """A ValueError naming the optimizer, the argument and the value unless ``lr`` (and each of
+    ``positive``) is a finite number > 0 (a negative lr would run gradient ascent)."""
+    for arg, v in {"lr": lr, **positive}.items():
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v <= 0:
+            raise ValueError(f"{name}: {arg} must be a finite number > 0, got {v!r}")
 
 
 def _per_run(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -28,6 +37,9 @@ class GD:
 
     lr: float
     name = "gd"
+
+    def __post_init__(self) -> None:
+        _check_lr("GD", self.lr)
 
     def init_state(self, params: Params) -> dict:
         return {}
@@ -49,6 +61,11 @@ class GroupRMSProp:
     beta: float = 0.99
     eps: float = 1e-4
     name = "group_rmsprop"
+
+    def __post_init__(self) -> None:
+        _check_lr("GroupRMSProp", self.lr, eps=self.eps)
+        if not 0 <= self.beta < 1:
+            raise ValueError(f"GroupRMSProp: beta must be in [0, 1), got {self.beta!r}")
 
     def init_state(self, params: Params) -> dict:
         return {
@@ -72,6 +89,11 @@ class Adam:
     beta2: float = 0.999
     eps: float = 1e-8
     name = "adam"
+
+    def __post_init__(self) -> None:
+        _check_lr("Adam", self.lr, eps=self.eps)
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise ValueError(f"Adam: betas must be in [0, 1), got {self.beta1!r}, {self.beta2!r}")
 
     def init_state(self, params: Params) -> dict:
         return {

@@ -27,6 +27,7 @@ W_{j+1}^T W_{j+1} = W_j W_j^T holds exactly (Arora, Cohen, Hazan 2018, def. 1) a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from functools import reduce
 
@@ -243,8 +244,8 @@ def init_dmf(
     scales = [float(init_scale)] * B if isinstance(init_scale, int | float) else list(init_scale)
     if len(scales) != B:
         raise ValueError(f"{len(scales)} init scales for {B} seeds")
-    if any(not s > 0 for s in scales):
-        raise ValueError(f"init_scale must be > 0, got {scales}")
+    if any(not (s > 0 and math.isfinite(s)) for s in scales):
+        raise ValueError(f"init_scale must be a finite number > 0, got {scales}")
     if det_sign not in (-1, 0, 1):
         raise ValueError(f"det_sign must be -1, 0 or +1, got {det_sign}")
     if det_sign and shape[0] != shape[1]:

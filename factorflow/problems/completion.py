@@ -49,7 +49,15 @@ class Completion:
                 f"indices must have shape (m, {len(shape)}) for an order-{len(shape)} array "
                 f"of shape {shape}; got {tuple(idx.shape)}"
             )
-        vals = torch.as_tensor(self.values)
+        try:
+            vals = torch.as_tensor(self.values)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(
+                f"values must be numbers (a float tensor or array of shape (m,)), got "
+                f"{type(self.values).__name__} {str(self.values)[:60]}"
+            ) from None
+        if vals.dtype == torch.bool or vals.is_complex():
+            raise TypeError(f"values must be real numbers, got dtype {vals.dtype}")
         if not vals.is_floating_point():
             vals = vals.to(torch.float64)
         if vals.ndim != 1 or vals.shape[0] != idx.shape[0]:
