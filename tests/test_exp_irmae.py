@@ -1,0 +1,68 @@
+"""jing2020-irmae claims on hand-made rows: they hold where they should and fail where not."""
+
+from pathlib import Path
+
+import pytest
+
+from factorflow.experiment import Result
+from factorflow.experiments.jing2020_irmae import CLAIMS, EXPERIMENT, QUICK
+
+
+def _row(dataset, l, erank, count, mse, by_epoch, acc, conf, nn):
+    return {
+        "dataset": dataset, "l": l, "seed": 0, "n_train": 10, "n_test": 5, "epochs": 6.0,
+        "test_mse": mse, "erank": erank, "count_above_1e-2": count, "count_by_epoch": by_epoch,
+        "probe_acc": acc, "gen_confidence": conf, "gen_nn_mse": nn, "test_nn_mse": 0.01,
+        "train_s": 1.0, "arrays": f"{dataset}_l{l}_s0", "source": "test",
+    }  # fmt: skip
+
+
+def _result(rows):
+    return Result(Path("."), {}, EXPERIMENT.rows_frame(rows), QUICK)
+
+
+def _claims(rows):
+    return {c.id: c.evaluate(_result(rows)) for c in CLAIMS}
+
+
+GOOD = [
+    _row("shapes", 0, 9.0, 12, 0.005, [1, 3, 8, 12], {"100": 0.8}, 0.7, 0.02),
+    _row("shapes", 8, 3.0, 7, 0.006, [1, 2, 4, 7], {"100": 0.9}, 0.8, 0.01),
+    _row("fashion-mnist", 0, 20.0, 40, 0.010, [1, 5], {"100": 0.5, "1000": 0.6}, 0.6, 0.03),
+    _row("fashion-mnist", 8, 8.0, 12, 0.011, [1, 4], {"100": 0.6, "1000": 0.7}, 0.7, 0.02),
+]
+
+
+def test_claims_hold_on_good_rows():
+    out = _claims(GOOD)
+    assert all(c["holds"] is True for c in out.values()), out
+    assert out["shapes_l8_count_near_7"]["measured"]["l8_by_epoch"] == [2, 4, 7]
+
+
+def test_claims_fail_on_the_issue_numbers():
+    rows = [dict(r) for r in GOOD]
+    rows[0]["count_above_1e-2"], rows[1]["count_above_1e-2"] = 9, 3  # the issue, 10 epochs
+    rows[1]["count_by_epoch"] = [1, 3, 3, 3]
+    rows[3]["test_mse"] = 0.013  # 30 % worse than l = 0
+    rows[3]["probe_acc"] = {"100": 0.4, "1000": 0.7}
+    out = _claims(rows)
+    assert out["shapes_l8_count_near_7"]["holds"] is False
+    assert out["images_rank_halved_mse_kept"]["holds"] is False
+    assert out["downstream_irmae_beats_ae"]["holds"] is False
+    assert out["shapes_erank_falls_with_l"]["holds"] is True
+
+
+def test_claims_not_judged_without_l8():
+    out = _claims([r for r in GOOD if r["l"] == 0])
+    for cid in ("shapes_l8_count_near_7", "images_rank_halved_mse_kept"):
+        assert out[cid]["holds"] is None and out[cid]["reason"], cid
+
+
+@pytest.mark.parametrize("scale", ["quick", "paper", "smoke"])
+def test_presets(scale):
+    s = EXPERIMENT.settings_for(scale)
+    assert 0 in s.ls and 8 in s.ls
+    if scale == "paper":
+        assert (s.batch_size, s.lr, s.images_epochs, s.images_n_train, s.latent_dim) == (
+            32, 1e-4, 100, 60_000, 128,
+        )  # fmt: skip
