@@ -77,7 +77,7 @@ def test_flow_then_gd_reaches_the_flows_end_state_and_records_the_switch() -> No
     _, obj = _problem()
     init = init_cp((4, 4, 4), 8, 0.05, generator=torch.Generator().manual_seed(1))
     init = [f.double() for f in init]
-    stop = Stop(loss_below=1e-8, max_steps=20_000)
+    stop = Stop(loss_below=1e-6, max_steps=20_000)
     flow = train(init, obj, Flow(method="LSODA"), stop, Schedule(per_decade=2))  # stiff: fast
     hybrid = FlowThenGD(check_every=10, gd_record_every=5)
     res = flow_then_gd(init, obj, hybrid, stop, {"c": component_norms})
