@@ -1,7 +1,8 @@
 """factorflow: implicit regularization of gradient descent on matrix and tensor factorizations.
 
 The public names are listed in ``__all__``; everything else is private. Submodules:
-``metrics`` (measured quantities), ``theory`` / ``tensor_theory`` (predicted rates and checks).
+``metrics`` (measured quantities), ``theory`` / ``tensor_theory`` (predicted rates and checks),
+``nn`` (``DeepLinear``), ``estimators`` (scikit-learn completers), ``runner`` (run an experiment).
 """
 
 __version__ = "0.1.0"
@@ -24,6 +25,7 @@ from factorflow.factorizations.cp import (  # noqa: E402
     init_cp,
 )
 from factorflow.factorizations.dmf import end_to_end, init_dmf  # noqa: E402
+from factorflow.nn import DeepLinear  # noqa: E402
 from factorflow.objectives import CPObjective, DMFObjective  # noqa: E402
 from factorflow.problems.completion import Completion, sample_indices  # noqa: E402
 from factorflow.problems.matrix import (  # noqa: E402
@@ -44,6 +46,7 @@ __all__ = [
     "CPObjective",
     "Completion",
     "DMFObjective",
+    "DeepLinear",
     "Flow",
     "GroupRMSProp",
     "MatrixCompletion",
