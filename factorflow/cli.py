@@ -193,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Implicit regularization of gradient descent on matrix and tensor factorizations.",
     )
     sub = p.add_subparsers(dest="command", required=True)
+    from factorflow.complete import add_parser as add_complete_parser  # the `complete` command
+
+    add_complete_parser(sub)
 
     r = sub.add_parser(
         "run", help="fit a deep matrix factorization from a TOML config and/or --set"
