@@ -297,6 +297,96 @@ def test_adam_batch_members_are_independent() -> None:
     torch.testing.assert_close(res.weights[2:3], r1.weights, rtol=1e-12, atol=1e-13)
 
 
+def _adam_reference(X, Y, w0, lr, batch_size, epochs, seed):
+    """Plain Adam on one rank-R fit, written out: the paper's update without the clamp."""
+    w = w0.clone().requires_grad_(True)
+    opt = torch.optim.Adam([w], lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    cf = torch.zeros(w0.shape[0], dtype=torch.long)
+    for _ in range(epochs):
+        perm = torch.randperm(X.shape[0], generator=gen)
+        for s in range(0, X.shape[0], batch_size):
+            idx = perm[s : s + batch_size]
+            loss = ((batched_predict(w, X[idx], cf, 1) - Y[idx]) ** 2).mean(dim=0).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return w.detach()
+
+
+def test_adam_without_clamp_is_unchanged() -> None:
+    X, y, _, _ = _log_linear_problem(n=90, N=6, seed=4)
+    Y = y[:, None]
+    b = FitBatch(ranks=(2,), targets=(0,))
+    w0 = init_paper_weights(b, 6, 2, [3])
+    kw = {"lr": 1e-2, "batch_size": 30, "epochs": 7}
+    off = fit_adam(X, Y, b, w0, generator=torch.Generator().manual_seed(2), **kw)
+    never = fit_adam(X, Y, b, w0, generator=torch.Generator().manual_seed(2), max_value=1e30, **kw)
+    assert torch.equal(off.weights, never.weights)
+    ref = _adam_reference(X, Y, w0, seed=2, **kw)
+    torch.testing.assert_close(off.weights, ref, rtol=1e-13, atol=1e-14)
+    assert off.status == ["max_steps"] and "clamped" not in off.optimizer
+
+
+def test_adam_clamp_holds_after_every_step(monkeypatch) -> None:
+    # targets 2 on 6 modes need factors ~2^(1/6) = 1.12 > 1.02: the clamp binds
+    X = _binary(60, 6, 0.5, seed=5)
+    Y = torch.full((60, 1), 2.0, dtype=F64)
+    b = FitBatch(ranks=(1,), targets=(0,))
+    w0 = init_paper_weights(b, 6, 2, [0])  # the paper's init N(1, 1e-3^2)
+    seen: list[float] = []
+    real = nr.adam.batched_predict
+
+    def spy(w, x, cf, n_fits):  # every forward sees the weights after the previous step
+        seen.append(float(w.detach().max()))
+        return real(w, x, cf, n_fits)
+
+    monkeypatch.setattr(nr.adam, "batched_predict", spy)
+    kw = {"lr": 1e-2, "batch_size": 20, "epochs": 40}
+    res = fit_adam(X, Y, b, w0, max_value=1.02, **kw)
+    assert len(seen) == 40 * 3 + 1  # every step, then the final evaluation
+    assert max(seen) <= 1.02 and float(res.weights.max()) <= 1.02
+    assert bool((res.weights == 1.02).any())  # the clamp was active
+    assert "clamped at <= 1.02" in res.optimizer
+    free = fit_adam(X, Y, b, w0, **kw)
+    assert float(free.weights.max()) > 1.05
+    assert free.train_error[0] < res.train_error[0]  # the clamp costs fit here
+
+
+def test_adam_callback_can_stop_and_clamp_is_checked() -> None:
+    X, y, _, _ = _log_linear_problem(n=40, N=4, seed=6)
+    b = FitBatch(ranks=(1,), targets=(0,))
+    w0 = init_paper_weights(b, 4, 2, [0])
+    calls: list[tuple[int, np.ndarray]] = []
+
+    def cb(epoch: int, err: np.ndarray) -> bool:
+        calls.append((epoch, err))
+        return epoch >= 3
+
+    res = fit_adam(X, y[:, None], b, w0, batch_size=20, epochs=10, callback=cb)
+    assert [c[0] for c in calls] == [1, 2, 3]
+    assert res.status == ["stopped"] and res.evals == 3 and res.steps.tolist() == [6]
+    np.testing.assert_array_equal(res.trace_error[-1], calls[-1][1])
+    with pytest.raises(ValueError, match="applies to the 'weights'"):
+        fit_adam(X, y[:, None], b, w0, parametrization="log", max_value=1.02)
+    with pytest.raises(ValueError, match="finite"):
+        fit_adam(X, y[:, None], b, w0, max_value=float("inf"))
+    with pytest.raises(ValueError, match="max_value must be finite"):
+        nr.AdamConfig(max_value=float("nan"))
+
+
+def test_fit_group_passes_the_clamp() -> None:
+    data = _tiny_images()
+    (group,) = nr.fit_groups(data, ("original",), [0], positive_class=3)
+    cfg = {
+        "lbfgs": nr.LBFGSConfig(steps=2),
+        "adam": nr.AdamConfig(lr=0.05, batch=0, epochs=30, max_value=1.0005),
+        "adam_log": nr.AdamConfig(),
+    }
+    _, _, res = nr.fit_group(group, "adam", (1,), [0], dtype=F64, **cfg)
+    assert float(res.weights.max()) <= 1.0005 and "clamped" in res.optimizer
+
+
 def test_fit_errors_clamp_and_units() -> None:
     X = _binary(20, 5, 0.5, 5)
     b = FitBatch(ranks=(1,), targets=(0,))

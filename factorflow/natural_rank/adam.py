@@ -3,6 +3,8 @@ log-magnitude parameters (:func:`fit_adam`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
@@ -34,6 +36,8 @@ def fit_adam(
     dtype: torch.dtype = torch.float64,
     record_every: int = 1,
     chunk: int = 16384,
+    max_value: float | None = None,
+    callback: Callable[[int, np.ndarray], bool | None] | None = None,
 ) -> FitResult:
     """Adam (PyTorch defaults: betas (0.9, 0.999), eps 1e-8) for every fit of ``batch`` at once.
 
@@ -47,11 +51,27 @@ def fit_adam(
     The batch's loss is the sum of the fits' losses, and Adam acts elementwise, so each fit's
     updates are exactly those it would get alone. ``epochs`` passes over the data; the
     reported ``train_error`` is evaluated on the full set at the end (paper units).
+
+    ``max_value`` (``"weights"`` only; None: off): after every Adam step every weight entry is
+    clamped from above, ``w <- min(w, max_value)`` (in place, outside autograd; Adam's moments
+    are kept). The authors' code does this with ``--max_weights_value 1.02`` together with the
+    init ``N(1, 1e-3^2)`` (:func:`~factorflow.natural_rank.model.init_paper_weights`' default
+    ``mean=1, std=1e-3``) (Razin, Maman & Cohen 2021; ``PAPERS.md`` F). With ``max_value=None``
+    the updates are exactly those without the option.
+
+    ``callback(epochs_done, epoch_error)`` is called after every recorded epoch with the
+    epoch's mean minibatch error per fit ``(F,)`` (the value appended to ``trace_error``); a
+    return value of True stops the fit after that epoch (``status`` ``"stopped"``, ``evals``
+    = the epochs done), e.g. for a wall-clock budget or for saving partial traces.
     """
     import time
 
     if parametrization not in ("weights", "log"):
         raise ValueError(f"parametrization must be 'weights' or 'log', got {parametrization!r}")
+    if max_value is not None and parametrization != "weights":
+        raise ValueError("max_value (the authors' clamp) applies to the 'weights' parametrization")
+    if max_value is not None and not np.isfinite(max_value):
+        raise ValueError(f"max_value must be finite (None: no clamp), got {max_value}")
     t0 = time.perf_counter()
     device = weights0.device
     cf = batch.comp_fit.to(device)
@@ -80,6 +100,7 @@ def fit_adam(
     opt = torch.optim.Adam([param], lr=lr)
     trace_step, trace = [], []
     step = 0
+    done_epochs, stopped = 0, False
     for ep in range(int(epochs)):
         perm = torch.randperm(n, generator=gen).to(device) if bs < n else None
         ep_err = torch.zeros(F, dtype=torch.float64, device=device)
@@ -91,11 +112,18 @@ def fit_adam(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if max_value is not None:
+                with torch.no_grad():
+                    param.clamp_(max=max_value)
             step += 1
             ep_err += sq.detach().to(torch.float64).sum(dim=0)
+        done_epochs = ep + 1
         if ep % record_every == 0 or ep == epochs - 1:
             trace_step.append(step)
             trace.append((ep_err / (n * rho2)).cpu().numpy())
+            if callback is not None and callback(done_epochs, trace[-1].copy()):
+                stopped = ep < epochs - 1
+                break
     with torch.no_grad():
         p = param.detach()
         weights = (
@@ -107,15 +135,16 @@ def fit_adam(
         train = train / (n * rho2)
     desc = (
         f"Adam lr {lr:g} on the {'CP weights' if parametrization == 'weights' else 'log-magnitudes'}"
-        f", {'full batch' if batch_size is None else f'batch {bs}'}, {epochs} epochs, "
+        f", {'full batch' if batch_size is None else f'batch {bs}'}, {done_epochs} epochs, "
         f"{str(dtype).replace('torch.', '')}"
+        + ("" if max_value is None else f", entries clamped at <= {max_value:g} after each step")
     )
     return FitResult(
         weights=weights,
         train_error=train.cpu().numpy(),
         steps=np.full(F, step, dtype=np.int64),
-        evals=int(epochs),
-        status=["max_steps"] * F,
+        evals=int(done_epochs),
+        status=["stopped" if stopped else "max_steps"] * F,
         trace_step=np.asarray(trace_step),
         trace_error=np.stack(trace) if trace else np.zeros((0, F)),
         wall_s=time.perf_counter() - t0,

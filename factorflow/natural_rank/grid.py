@@ -10,6 +10,7 @@ minibatch order comes from ``Generator(20000 + first seed)``, shared by the fits
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,15 +44,21 @@ class LBFGSConfig:
 @dataclass(frozen=True)
 class AdamConfig:
     """Adam (PyTorch defaults besides ``lr``): ``epochs`` passes over the train set in
-    minibatches of ``batch`` images (0: full batch)."""
+    minibatches of ``batch`` images (0: full batch). ``max_value``: clamp every CP weight entry
+    at ``<= max_value`` after each step (the authors' ``--max_weights_value 1.02``; None: off;
+    only for ``adam``, on the CP weights). The init is the experiment's ``init_mean`` /
+    ``init_std`` (the paper's ``N(1, 1e-3^2)`` by default)."""
 
     lr: float = 5e-4
     batch: int = 5000
     epochs: int = 10_000
+    max_value: float | None = None
 
     def __post_init__(self) -> None:
         if not self.lr > 0 or self.batch < 0 or self.epochs < 1:
             raise ValueError(f"adam needs lr > 0, batch >= 0 (0: full) and epochs >= 1, got {self}")
+        if self.max_value is not None and not math.isfinite(self.max_value):
+            raise ValueError(f"adam max_value must be finite (None: off), got {self.max_value}")
 
 
 #: The rows of the grid: one per fit (see :func:`group_rows`).
@@ -131,6 +138,7 @@ def fit_group(
             epochs=cfg.epochs,
             generator=torch.Generator().manual_seed(20_000 + min(seeds)),
             parametrization="weights" if optimizer == "adam" else "log",
+            max_value=cfg.max_value,
             **common,
         )
     return keys, batch, res

@@ -164,7 +164,8 @@ class FitResult:
         steps: ``(F,)`` optimizer steps taken (L-BFGS iterations, or Adam updates).
         evals: L-BFGS: batched value-and-gradient evaluations over the full data (each over
             the components of the fits still running); Adam: epochs.
-        status: per fit: ``converged``, ``max_steps`` or ``line_search_failed``.
+        status: per fit: ``converged``, ``max_steps``, ``line_search_failed`` or ``stopped``
+            (Adam stopped by its callback).
         trace_step: ``(T,)`` steps at which the train objective was recorded.
         trace_error: ``(T, F)`` train error (paper units) at those steps (for Adam: the mean of
             the epoch's minibatch errors, before each update).
