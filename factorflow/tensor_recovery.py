@@ -163,7 +163,8 @@ def recovery_cell(
     """Fit one observed target (see the module doc): ``n_runs`` seeds x ``inits`` by ``gd``
     (a discrete optimizer) under ``patience`` (pass 1 capped at ``max_steps``), in one batch
     (``batch_inits``) or one per init; flow (``flow``, when given) at ``flow_inits`` to each of
-    ``flow_losses`` in turn, at most ``flow_max_evals`` gradient evaluations per loss. Returns
+    ``flow_losses`` in turn, at most ``flow_max_evals`` gradient evaluations per loss. Empty
+    ``inits`` runs no discrete optimizer (a cell fitted by the flow alone). Returns
     ``(rows, fitted tensors (one per row), accepted flow times per phase)``."""
     if gd.name == "flow":
         raise ValueError("the CP-GD optimizer must be discrete; flow rows come from `flow`")
@@ -186,7 +187,8 @@ def recovery_cell(
     probes = {"tensor": lambda p: cp_to_tensor(p).reshape(p[0].shape[0], -1),
               "cnorms": component_norms}  # fmt: skip
     first_rule = f"mse<{patience.loss_below:g}"
-    for group in [list(inits)] if batch_inits else [[i] for i in inits]:
+    groups = [list(inits)] if batch_inits else [[i] for i in inits]
+    for group in [g for g in groups if g]:
         runs = [(init, s) for init in group for s in range(n_runs)]
         p0 = init_batch(dims, R, runs, base_seed, device=device)
         res = train_patience(p0, objective, build_optimizer(gd), patience, max_steps, probes)
@@ -339,13 +341,32 @@ def als_comparison(rows: pd.DataFrame) -> dict[str, Any]:
     }
 
 
+def _last_flow_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """The flow rows at the lowest loss each run reached (the last ``mse<...`` phase): the
+    flow's analogue of the paper stop, which drives the loss far below its threshold."""
+    if rows.empty:
+        return rows
+    thr = rows["stop_rule"].str.removeprefix("mse<").astype(float)
+    return rows[np.isclose(thr, thr.min(), rtol=1e-9)]
+
+
 def order4_recovered(rows: pd.DataFrame, min_obs: int = 1000) -> dict[str, Any]:
-    """Rank-1 order-4 CP-GD at init 1e-3 (paper stop): median error per observation count
-    ``>= min_obs`` and the worst of these medians."""
-    gd = _sel(rows, 1e-3, setting="recovery", order=4, target_rank=1, method="cp_gd",
-              stop_rule=PAPER_STOP)  # fmt: skip
+    """Rank-1 order-4 CP fits at init 1e-3: median error per observation count ``>= min_obs``
+    and the worst of these medians, from group RMSProp's rows at the paper stop, or, where the
+    grid ran order 4 with the flow (no such rows), from the flow's rows at its lowest loss.
+    ``optimizer`` and ``stop_rule`` say which rows were read."""
+    cell = dict(setting="recovery", order=4, target_rank=1)
+    gd = _sel(rows, 1e-3, **cell, method="cp_gd", stop_rule=PAPER_STOP)
     gd = gd[gd["n_obs"] >= min_obs]
+    if gd.empty:
+        flow = _sel(rows, 1e-3, **cell, method="cp_flow")
+        gd = _last_flow_rows(flow[flow["n_obs"] >= min_obs])
     if gd.empty:
         raise NotJudged(f"order 4 not run at this scale (no rows with >= {min_obs} observations)")
     meds = {str(k): float(v) for k, v in gd.groupby("n_obs")["rel_fro_error"].median().items()}
-    return {"median_by_n_obs": meds, "worst_median": max(meds.values())}
+    return {
+        "median_by_n_obs": meds,
+        "worst_median": max(meds.values()),
+        "optimizer": sorted(str(x) for x in gd["optimizer"].dropna().unique()),
+        "stop_rule": sorted(str(x) for x in gd["stop_rule"].dropna().unique()),
+    }

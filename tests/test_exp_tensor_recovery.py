@@ -65,6 +65,31 @@ def test_tiny_run_5x5x5_recovers_rank1_and_every_row_names_its_optimizer(tmp_pat
     assert summary["figures"] == ["tensor_recovery.png"]  # no flow, no flow figure
 
 
+def test_paper_preset_runs_order4_by_flow_and_quick_keeps_group_rmsprop():
+    p, q = EXP.scales["paper"], EXP.scales["quick"]
+    assert (p.optimizer(3), p.optimizer(4)) == ("gd", "flow")
+    assert q.orders == (3,) and q.optimizer(3) == "gd"
+
+
+def test_tiny_grid_order4_by_flow_rows_name_the_flow(tmp_path: Path):
+    """orders 3 and 4 on 3^n targets: order 3 by group RMSProp, order 4 by the flow alone at
+    every init; every row names its optimizer and the order-4 claim reads the flow."""
+    opts = {"dim": 3, "orders": [3, 4], "n_obs3": [15], "n_obs4": [40], "seeds": 2,
+            "init_scales": [1e-2, 1e-3], "flow_inits": [], "flow_losses": [1e-4, 1e-6],
+            "flow_max_evals": 300, "max_steps3": 500, "check_every": 25, "comparison": False,
+            "rank_for": "none", "claim_n_obs": 15, "claim_targets": 1}  # fmt: skip
+    summary = run_experiment(EXP.id, tmp_path / "r", scale="quick", options=opts,
+                             log=lambda m: None)  # fmt: skip
+    rows = load_result(tmp_path / "r").rows
+    fits = rows[rows.method.isin(["cp_gd", "cp_flow"])]
+    assert set(fits[fits.order == 3].optimizer) == {"group_rmsprop"}
+    o4 = fits[fits.order == 4]
+    assert set(o4.method) == {"cp_flow"} and set(o4.optimizer) == {"flow:RK45"}
+    assert sorted(o4.init_scale.unique()) == [1e-3, 1e-2] and len(o4) == 2 * 2 * 2
+    claim = {c["id"]: c for c in summary["claims"]}["rank1-order4-recovered"]
+    assert claim["holds"] is None  # 40 < 1000 observations: not judged
+
+
 def test_settings_reject_bad_options():
     for opts, match in [
         ({"seed": 3}, "unknown option"),
@@ -75,6 +100,7 @@ def test_settings_reject_bad_options():
         ({"batch_inits": "sometimes"}, "batch_inits"),
         ({"check_every": 0}, "check_every"),
         ({"flow.method": "Euler"}, "method"),
+        ({"order4_optimizer": "adam"}, "order4_optimizer"),
     ]:
         with pytest.raises(ValueError, match=match):
             EXP.settings_for("quick", opts)

@@ -158,6 +158,31 @@ def test_solution_rank_and_init_effect_and_order4():
     assert order4_recovered(o4)["median_by_n_obs"] == {"1000": 1e-6, "2000": 1e-6}
 
 
+def test_order4_from_the_flow_reads_its_lowest_loss_and_names_it():
+    """An order-4 grid run by the flow (no group-RMSProp rows): the claim reads the flow's rows
+    at its lowest loss; group RMSProp's paper-stop rows win where both exist."""
+    flow = [gd_row(e, order=4, n_obs=m, method="cp_flow", optimizer="flow:RK45", stop_rule=r)
+            for m in (1000, 2000) for r, e in (("mse<1e-06", 1e-3), ("mse<1e-12", 2e-6))]  # fmt: skip
+    m = order4_recovered(frame(flow))
+    assert m["median_by_n_obs"] == {"1000": 2e-6, "2000": 2e-6}
+    assert (m["optimizer"], m["stop_rule"]) == (["flow:RK45"], ["mse<1e-12"])
+    both = frame([*flow, gd_row(5e-6, order=4, n_obs=1000, optimizer="group_rmsprop")])
+    assert order4_recovered(both)["optimizer"] == ["group_rmsprop"]
+    assert order4_recovered(both)["worst_median"] == 5e-6
+
+
+def test_recovery_cell_without_discrete_inits_fits_by_flow_alone():
+    W, order = nested_completion_target((3, 3, 3), 1, seed=3)
+    rows, tensors, arrays = recovery_cell(
+        "recovery", W, observe_first(W, order, 15), target_rank=1, target_seed=0, inits=(),
+        n_runs=2, gd=OptimizerConfig(name="group_rmsprop", lr=1e-2, beta=0.99, eps=1e-6),
+        patience=Patience(1e-6), max_steps=10, flow=OptimizerConfig(name="flow", method="RK45"),
+        flow_inits=(1e-2,), flow_losses=(1e-4,), flow_max_evals=200, log=lambda m: None,
+    )  # fmt: skip
+    assert {r["method"] for r in rows} == {"memorizer", "masked_cp_als", "cp_flow"}
+    assert len(rows) == len(tensors) == 4 and len(arrays) == 1
+
+
 def test_als_comparison_ratio():
     rows = frame([gd_row(0.04, setting="als_comparison"),
                   dict(setting="als_comparison", method="masked_cp_als", rel_fro_error=0.5)])  # fmt: skip
