@@ -18,12 +18,15 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from factorflow.data.ratings import RatingsFormatError, _parse
-from factorflow.estimators import DeepMatrixCompleter
+
+if TYPE_CHECKING:  # scikit-learn (the estimators) is imported only when a model is fitted
+    from factorflow.estimators import DeepMatrixCompleter
 
 __all__ = ["add_parser", "fit_ratings", "read_pairs", "read_ratings", "run_complete"]
 
@@ -131,6 +134,8 @@ def fit_ratings(
 ) -> tuple[DeepMatrixCompleter, np.ndarray, np.ndarray]:
     """Fit a :class:`DeepMatrixCompleter` (``settings`` are its parameters) to ``ratings`` (as
     from :func:`read_ratings`); returns it with the sorted user and item ids (rows / columns)."""
+    from factorflow.estimators import DeepMatrixCompleter
+
     users = np.unique(ratings["user"].to_numpy(str))
     items = np.unique(ratings["item"].to_numpy(str))
     X = np.stack([_index(users, ratings["user"]), _index(items, ratings["item"])], axis=1)
@@ -156,6 +161,8 @@ def _save(folder: Path, est: DeepMatrixCompleter, users: np.ndarray, items: np.n
 def _load(folder: Path) -> tuple[DeepMatrixCompleter, np.ndarray, np.ndarray]:
     if not (folder / "model.json").is_file() or not (folder / "ids.json").is_file():
         raise FileNotFoundError(f"{folder} holds no saved model (model.json, ids.json)")
+    from factorflow.estimators import DeepMatrixCompleter
+
     ids = json.loads((folder / "ids.json").read_text())
     return (
         DeepMatrixCompleter.load(folder),

@@ -60,12 +60,12 @@ SKLEARN_CHECKS_SKIPPED: dict[str, str] = {
         "check_f_contiguous_array_estimator check_methods_sample_order_invariance "
         "check_methods_subset_invariance check_fit2d_1sample check_fit2d_1feature "
         "check_dict_unchanged check_dont_overwrite_parameters check_fit_check_is_fitted "
-        "check_n_features_in check_fit2d_predict1d check_fit1d check_regressors_train "
-        "check_regressor_data_not_an_array check_estimators_partial_fit_n_features "
-        "check_regressors_no_decision_function check_supervised_y_2d check_supervised_y_no_nan "
-        "check_regressors_int check_estimators_unfitted check_non_transformer_estimators_n_iter "
+        "check_n_features_in check_fit2d_predict1d check_regressors_train "
+        "check_regressor_data_not_an_array "
+        "check_regressors_no_decision_function check_supervised_y_2d "
+        "check_regressors_int check_non_transformer_estimators_n_iter "
         "check_regressor_multioutput check_requires_y_none check_n_features_in_after_fitting "
-        "check_positive_only_tag_during_fit check_readonly_memmap_input check_mixin_order "
+        "check_positive_only_tag_during_fit check_readonly_memmap_input "
         "check_complex_data check_fit_non_negative check_sample_weight_equivalence_on_dense_data "
         "check_estimators_pickle(readonly_memmap=True) check_fit_idempotent"
     ).split()
@@ -124,8 +124,10 @@ class _Completer(RegressorMixin, BaseEstimator):
     def _expected_order(self, X: Any) -> int:
         return 2
 
-    def _more_tags(self) -> dict:  # pragma: no cover - old scikit-learn
-        return {"poor_score": True}
+    def __sklearn_tags__(self):  # noqa: ANN204 - scikit-learn's Tags
+        tags = super().__sklearn_tags__()
+        tags.regressor_tags.poor_score = True  # fits on ids, not on features
+        return tags
 
     # subclasses: _init(X, y, g) -> (groups: list[list[Tensor]], penalty_fn or None),
     # _forward(groups, Xt) -> predictions, _store(groups)
