@@ -6,6 +6,7 @@ from factorflow.dynamics.hybrid import (
     hessian_top_eigenvalue,
     train_past_crossing,
 )
+from factorflow.dynamics.levels import LevelsRun, LevelState, flow_levels_run, gd_levels_batch
 from factorflow.dynamics.optimizers import GD, OPTIMIZERS, Adam, GroupRMSProp, make_optimizer
 from factorflow.dynamics.patience import Patience, PatienceResult, train_patience
 from factorflow.dynamics.record import Schedule, Stop, Trajectory
@@ -21,11 +22,15 @@ __all__ = [
     "Flow",
     "FlowThenGD",
     "GroupRMSProp",
+    "LevelState",
+    "LevelsRun",
     "Schedule",
     "Stop",
     "TrainResult",
     "Trajectory",
+    "flow_levels_run",
     "flow_then_gd",
+    "gd_levels_batch",
     "gradient",
     "hessian_top_eigenvalue",
     "make_optimizer",
