@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # All set-up on a fresh machine, idempotent: a virtual environment in .venv with torch 2.13.0
-# installed FIRST (so no other torch build is pulled in), factorflow with its extras, and the
+# installed FIRST (so no other torch build is pulled in), factorflow with its extras (data sets,
+# cluster executors, dev tools, the stiff integrator, the benchmarks' comparisons), and the
 # Fashion-MNIST data (Debian's package where apt is available and we are root; otherwise the
 # checksummed downloader, which needs internet and is skipped quietly without it).
 set -euo pipefail
@@ -14,7 +15,7 @@ if ! "$VPY" -c "import torch" >/dev/null 2>&1; then
   "$VPY" -m pip install -q --upgrade pip
   "$VPY" -m pip install -q "torch==2.13.0"
 fi
-"$VPY" -m pip install -q -e ".[data,cluster,dev]"
+"$VPY" -m pip install -q -e ".[data,cluster,dev,stiff,bench]"
 if [ ! -d /usr/share/datasets/fashion-mnist ]; then
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) \
