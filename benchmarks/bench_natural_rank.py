@@ -13,18 +13,23 @@
 3. Peak RSS (``resource.getrusage``) of a fresh process that loads all 70,000 Fashion-MNIST
    images, encodes them and runs one epoch of the R = 15 fit: must stay under 2 GB.
 
-Run: ``python benchmarks/bench_natural_rank.py`` (about 5 minutes on one free core; needs
-Fashion-MNIST, else random binary images of the same shape are used and the output says so).
+Run: ``python benchmarks/bench_natural_rank.py [--out FILE]`` (about 5 minutes on one free
+core; needs Fashion-MNIST, else random binary images of the same shape are used and the output
+says so). Prints the numbers and writes them as JSON (default
+``benchmarks/results/bench_natural_rank.json``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -225,6 +230,11 @@ def main() -> int:
     p.add_argument("--seeds", type=int, default=3, help="seeds of the paper-scale estimate")
     p.add_argument("--skip-paper", action="store_true")
     p.add_argument("--skip-memory", action="store_true")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path(__file__).resolve().parent / "results" / "bench_natural_rank.json",
+    )
     args = p.parse_args()
     X, y, source = _images(60_000)
     print(f"data: {source}; torch {torch.__version__}, 1 thread, float32")
@@ -260,7 +270,13 @@ def main() -> int:
         mem = bench_memory()
         results["memory"] = mem
         print(f"memory: {json.dumps(mem)}")
+    results["load_avg"] = list(os.getloadavg())
+    results["machine"] = "2 CPU cores shared with other engineers' jobs; one torch thread"
+    results["python"], results["torch"] = platform.python_version(), torch.__version__
     print(json.dumps(results, indent=1, default=float))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2, default=float) + "\n")
+    print(f"wrote {args.out}")
     return 0
 
 
