@@ -203,7 +203,7 @@ def test_duplicates_error_mean_last():
         est = DeepMatrixCompleter(duplicates=how, dtype="float64", biases=False, **kw)
         est.set_params(init_scale=1e-12).fit(X, y)
         assert est.predict(np.array([[0, 0]]))[0] == pytest.approx(0.0, abs=1e-6)
-        from factorflow.estimators import _dedupe
+        from factorflow.estimators._base import _dedupe
 
         Xd, yd = _dedupe(X, y, how)
         assert len(Xd) == 3 and yd[(Xd == [0, 0]).all(1)][0] == want
