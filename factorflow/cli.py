@@ -131,7 +131,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from factorflow.config import set_by_path
-    from factorflow.sweep import run_sweep, write_runs_table
+    from factorflow.runs import write_runs_table
+    from factorflow.sweep import run_sweep
 
     parameters: dict = {}
     for item in args.slurm or []:
@@ -170,7 +171,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 def _cmd_runs(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from factorflow.sweep import brief_table, write_runs_table
+    from factorflow.runs import brief_table, write_runs_table
 
     df, csv = write_runs_table(args.dir)
     bad = df.attrs.get("unreadable", [])
