@@ -36,47 +36,20 @@ class TalkItem:
     title: str
 
 
-TALK: tuple[TalkItem, ...] = (
-    TalkItem(
-        "arora2019-completion",
-        "Matrix completion vs nuclear norm",
-        "Deep matrix factorization vs nuclear-norm minimization (Arora et al. 2019)",
-    ),
-    TalkItem(
-        "arora2019-dynamics",
-        "Singular value dynamics",
-        "Singular value dynamics of deep matrix factorization (Arora et al. 2019)",
-    ),
-    TalkItem(
-        "razin2020-2x2",
-        "Determinant and norms",
-        "Norms are not the implicit regularizer: the 2x2 completion (Razin & Cohen 2020)",
-    ),
-    TalkItem(
-        "razin2020-perturbed",
-        "Determinant and norms",
-        "Perturbed 2x2 observations (Razin & Cohen 2020)",
-    ),
-    TalkItem(
-        "razin2020-tensor-recovery",
-        "Tensor recovery and dynamics",
-        "Tensor completion recovery (Razin & Cohen 2020, appendix)",
-    ),
-    TalkItem(
-        "razin2021-dynamics",
-        "Tensor recovery and dynamics",
-        "Tensor factorization dynamics (Razin, Maman & Cohen 2021)",
-    ),
-    TalkItem(
-        "razin2021-natural-rank",
-        "Tensor rank of natural data",
-        "Tensor rank as a measure of complexity of natural data (Razin, Maman & Cohen 2021)",
-    ),
-    TalkItem(
-        "jing2020-irmae",
-        "Practical application",
-        "Implicit rank-minimizing autoencoder (Jing, Zbontar & LeCun 2020)",
-    ),
+#: The talk's experiments in the talk's order, with the part of the talk each belongs to (the
+#: title shown is the registered experiment's; an unregistered id shows as "not available").
+TALK: tuple[TalkItem, ...] = tuple(
+    TalkItem(exp_id, part, exp_id)
+    for exp_id, part in (
+        ("arora2019-completion", "Matrix completion vs nuclear norm"),
+        ("arora2019-dynamics", "Singular value dynamics"),
+        ("razin2020-2x2", "Determinant and norms"),
+        ("razin2020-perturbed", "Determinant and norms"),
+        ("razin2020-tensor-recovery", "Tensor recovery and dynamics"),
+        ("razin2021-dynamics", "Tensor recovery and dynamics"),
+        ("razin2021-natural-rank", "Tensor rank of natural data"),
+        ("jing2020-irmae", "Practical application"),
+    )
 )
 
 TRACEBACK_LINES = 30
@@ -140,6 +113,7 @@ QUICK_SECONDS: dict[str, float] = {
     "razin2020-tensor-recovery": 26.0,
     "razin2021-dynamics": 128.0,
     "razin2021-natural-rank": 14.0,
+    "jing2020-irmae": 240.0,  # estimated from benchmarks/bench_irmae.py
 }
 
 
