@@ -199,3 +199,33 @@ def test_rk45_stiffness_estimate_on_linear_flow():
     s.step()
     assert stiff.rk45_stiffness(s) == pytest.approx(lam * s.h_previous, rel=1e-10)
     assert math.isfinite(stiff.rk45_stiffness(s))
+
+
+@needs_sundials
+def test_max_evals_counts_hessian_products():
+    obj, fs = _dmf_problem()
+    res = train(fs, obj, Flow(method="cvode", jv="hvp"), Stop(max_evals=300))
+    assert res.status == ["max_evals"]
+    assert 300 <= res.n_evals < 400 and res.info["n_hvp"] > 0
+    assert res.n_evals == res.info["nfev"]
+
+
+@needs_sundials
+@pytest.mark.slow
+def test_auto_equals_rk45_on_arora_100x100_to_1e6():
+    """Arora et al.'s instance (100x100 rank 5, 2,000 observations, depth 3, gaussian 1e-3) to
+    train mse 1e-6 (~1 min): auto switches to CVODE, ends where RK45 does, in fewer evaluations."""
+    problem = synthetic_completion((100, 100), 5, 2000, 0)
+    obj = DMFObjective(problem, "mse")
+    fs, _ = init_dmf((100, 100), 3, init="gaussian", init_scale=1e-3, seeds=[0])
+    stop = Stop(loss_below=1e-6)
+    ref = train(fs, obj, Flow(method="RK45"), stop)
+    res = train(fs, obj, Flow(method="auto"), stop)
+    assert [s["method"] for s in res.info["segments"]] == ["RK45", "cvode"]
+    assert res.time[0] == pytest.approx(ref.time[0], rel=1e-5)
+    s, sr = (
+        metrics.singular_values(end_to_end(res.params))[0, :5],
+        metrics.singular_values(end_to_end(ref.params))[0, :5],
+    )
+    assert float(((s - sr).abs() / sr).max()) < 1e-5
+    assert res.n_evals < ref.n_evals
