@@ -214,3 +214,11 @@ def test_fit_matrix_rejects_inf_and_non_2d():
         DeepMatrixCompleter().fit_matrix(np.array([[1.0, np.inf], [np.nan, 2.0]]))
     with pytest.raises(ValueError, match="2-D"):
         DeepMatrixCompleter().fit_matrix(np.ones(3))
+
+
+def test_progress_bar_and_max_time(capsys):
+    A, mask = _planted()
+    X, y = _xy(A, mask)
+    est = DeepMatrixCompleter(depth=2, progress=True, max_time=0.0, **FAST).fit(X, y)
+    assert est.n_iter_ == 1 and len(est.history_["step"]) == 1  # one step, then the time limit
+    assert "DeepMatrixCompleter" in capsys.readouterr().err

@@ -169,7 +169,9 @@ class _Completer(RegressorMixin, BaseEstimator):
                         [p.detach()[None] for p in grp], gg, states[j], step
                     )
                     groups[j] = [q[0] for q in new]
-            last = step == self.max_iter or time.perf_counter() - t0 > (self.max_time or math.inf)
+            last = step == self.max_iter or time.perf_counter() - t0 > (
+                math.inf if self.max_time is None else self.max_time
+            )
             if step % self.eval_every and not last:
                 continue
             with torch.no_grad():
