@@ -55,10 +55,11 @@ class Flow:
 
     ``"cvode"`` (:mod:`factorflow.dynamics.stiff`): SUNDIALS CVODE BDF with GMRES
     (``krylov_dim`` vectors); ``jv="dq"`` CVODE's difference quotient (one field evaluation
-    per product; the default: as few evaluations as exact products on the 100x100 benchmark, and
-    cheaper ones), ``"hvp"`` exact Hessian-vector products (double backward); ``precond`` uses the balanced-DMF preconditioner
-    (right preconditioning) when the objective is a deep matrix factorization on completion,
-    none otherwise (measured in ``benchmarks/bench_stiff.py``).
+    per product; the default: as few evaluations as exact products on the 100x100 benchmark,
+    and cheaper ones), ``"hvp"`` exact Hessian-vector products (double backward); ``precond``
+    uses the balanced-DMF preconditioner (right preconditioning) when the objective is a deep
+    matrix factorization on completion, none otherwise (measured in
+    ``benchmarks/bench_stiff.py``).
     """
 
     method: str = "auto"
@@ -421,14 +422,14 @@ def _flow(params, loss_fn, flow: Flow, stop, schedule, probes, progress, desc) -
                 if n_nonstiff >= 6:
                     n_stiff = 0
             if n_stiff >= flow.auto_stiff_steps:
-                segments[-1].update(t_end=t_new, evals_end=n_evals, steps=n_steps)
+                segments[-1].update(t_end=float(t_new), evals_end=n_evals, steps=n_steps)
                 segments.append(
                     {
                         "method": switch_to,
-                        "t_start": t_new,
+                        "t_start": float(t_new),
                         "evals_start": n_evals,
                         "steps_start": n_steps,
-                        "h_lambda": hl,
+                        "h_lambda": float(hl),
                     }
                 )
                 solver = make_solver(switch_to, t_new, solver.y.copy())
