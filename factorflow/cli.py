@@ -327,9 +327,9 @@ def _talk_jobs(jobs: int | None, device: str) -> int:
 
 def _set_threads() -> None:
     """torch and BLAS threads: FACTORFLOW_THREADS, default 1. The talk's problems are small
-    (2x2 to 100x100 matrices, 10^4 tensors); on a busy 2-core machine two threads made runs
-    up to 6-15x slower (measured), and sweeps and the talk get their parallelism from
-    processes."""
+    (2x2 to 100x100 matrices, 10^4 tensors), and sweeps and the talk get their parallelism
+    from processes (an ADMM solve took 119 s instead of 30 s with two BLAS threads in each of
+    two processes on two cores: factorflow._threads)."""
     import os
 
     from factorflow._threads import set_threads
