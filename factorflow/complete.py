@@ -237,7 +237,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--model", help="folder of a saved model to reuse (instead of RATINGS)")
     p.add_argument("--duplicates", choices=("error", "mean", "last"), default="error")
     p.add_argument("--depth", type=int, default=3)
-    p.add_argument("--width", type=int, default=None)
+    p.add_argument(
+        "--width", type=int, default=64, help="hidden width (default 64, as the benchmark)"
+    )
     p.add_argument("--init-scale", type=float, default=1e-3)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--max-iter", type=int, default=2000)
