@@ -19,7 +19,12 @@ from dataclasses import dataclass
 import torch
 
 from factorflow.factorizations.cp import cp_completion_residuals
-from factorflow.factorizations.dmf import dmf_factor_gradients, end_to_end, init_dmf
+from factorflow.factorizations.dmf import (
+    check_dmf_factors,
+    dmf_factor_gradients,
+    end_to_end,
+    init_dmf,
+)
 from factorflow.losses import LOSS_GRADS, get_loss
 from factorflow.problems.completion import Completion
 from factorflow.problems.matrix import MatrixCompletion, MatrixSensing
@@ -44,6 +49,13 @@ class DMFObjective:
 
     def end_to_end(self, factors: Sequence[torch.Tensor]) -> torch.Tensor:
         return end_to_end(factors)
+
+    def check_params(self, factors: Sequence[torch.Tensor]) -> None:
+        """Factors that fit this problem (see :func:`~factorflow.factorizations.dmf.
+        check_dmf_factors`): chained shapes ending at the problem's shape, the problem's dtype."""
+        p = self.problem
+        dtype = p.A.dtype if isinstance(p, MatrixSensing) else p.obs.values.dtype
+        check_dmf_factors(factors, p.shape, dtype)
 
     def __call__(self, factors: Sequence[torch.Tensor]) -> torch.Tensor:
         return get_loss(self.loss)(self.problem.residuals(end_to_end(factors)))

@@ -312,3 +312,35 @@ def test_worker_watchdog_ends_a_process_whose_parent_is_gone():
     t0 = time.perf_counter()
     res = subprocess.run([sys.executable, "-c", code, str(dead.pid)], timeout=60)
     assert res.returncode == 1 and time.perf_counter() - t0 < 25
+
+
+def _dmf_problem():
+    problem = ff.synthetic_completion((4, 5), 1, 10, 0)
+    factors, _ = ff.init_dmf((4, 5), 2, init="normal", init_scale=0.1, seeds=[0, 1])
+    return problem, factors, ff.DMFObjective(problem, "mse")
+
+
+@pytest.mark.parametrize("optimizer", [ff.GD(lr=1e-2), ff.Flow()], ids=["gd", "flow"])
+@pytest.mark.parametrize(
+    "bad, error, message",
+    [
+        (lambda f: [], ValueError, "non-empty list"),
+        (lambda f: [f[0]], ValueError, "end-to-end shape is \\(5, 5\\), the problem's \\(4, 5\\)"),
+        (lambda f: [f[0], f[1][:, :, :3]], ValueError, "inner sizes must chain"),
+        (lambda f: [x.float() for x in f], TypeError, "float32 but the problem is torch.float64"),
+        (lambda f: [f[0], f[1][:1]], ValueError, "batch size"),
+        (lambda f: [f[0], f[1] * math.inf], ValueError, "NaN or inf"),
+        (lambda f: [f[0], f[1].long()], TypeError, "floating"),
+    ],
+    ids=["empty", "wrong-shape", "inner", "dtype", "batch", "inf", "int"],
+)
+def test_train_rejects_factors_that_do_not_fit(optimizer, bad, error, message):
+    _, factors, objective = _dmf_problem()
+    with pytest.raises(error, match=message):
+        ff.train(bad(factors), objective, optimizer, ff.Stop(max_steps=5, max_evals=50))
+
+
+def test_train_still_trains_good_factors():
+    _, factors, objective = _dmf_problem()
+    res = ff.train(factors, objective, ff.GD(lr=1e-2), ff.Stop(max_steps=5))
+    assert res.status == ["max_steps", "max_steps"]

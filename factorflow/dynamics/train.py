@@ -153,10 +153,33 @@ def train(
 
     Discrete optimizers run the loop below; :class:`Flow` integrates gradient flow. ``schedule``
     says when to record ``loss`` and every probe (``name -> fn(params) -> (B, ...)``)."""
+    _check_params(params, loss_fn)
     schedule = schedule or Schedule(per_decade=10)
     if isinstance(optimizer, Flow):
         return _flow(params, loss_fn, optimizer, stop, schedule, probes, progress, desc)
     return _discrete(params, loss_fn, optimizer, stop, schedule, probes, progress, desc)
+
+
+def _check_params(params: Sequence[torch.Tensor], loss_fn: LossFn) -> None:
+    """Bad training input as a ValueError / TypeError naming it, before any step: a non-empty
+    list of floating (B, ...) tensors with one batch size, dtype and device, finite values, and
+    whatever the objective checks itself (``loss_fn.check_params``, e.g. shapes that fit the
+    problem)."""
+    if isinstance(params, torch.Tensor) or not isinstance(params, Sequence) or not params:
+        raise ValueError("params must be a non-empty list of (B, ...) tensors")
+    for j, p in enumerate(params):
+        if not isinstance(p, torch.Tensor) or not p.is_floating_point() or p.ndim < 1:
+            raise TypeError(f"params[{j}] must be a floating (B, ...) tensor, got {p!r:.60}")
+        if p.shape[0] != params[0].shape[0] or p.dtype != params[0].dtype:
+            raise ValueError(
+                f"params[{j}] is {p.dtype} with batch size {p.shape[0]}; params[0] is "
+                f"{params[0].dtype} with batch size {params[0].shape[0]}"
+            )
+        if not bool(torch.isfinite(p).all()):
+            raise ValueError(f"params[{j}] holds NaN or inf")
+    check = getattr(loss_fn, "check_params", None)
+    if check is not None:
+        check(params)
 
 
 class _Status:

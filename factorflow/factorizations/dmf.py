@@ -51,6 +51,48 @@ def end_to_end(factors: Sequence[torch.Tensor]) -> torch.Tensor:
     return reduce(lambda acc, Wj: Wj @ acc, factors[1:], factors[0])
 
 
+def check_dmf_factors(
+    factors: Sequence[torch.Tensor],
+    shape: tuple[int, int] | None = None,
+    dtype: torch.dtype | None = None,
+) -> None:
+    """Check a batch of depth-N factorizations before training: a non-empty list of floating
+    tensors ``[(B, d_1, d_0), ..., (B, d_N, d_{N-1})]`` of one dtype and device, inner sizes
+    chaining (factor j's columns = factor j-1's rows), end-to-end shape ``(d_N, d_0) == shape``
+    and dtype ``dtype`` when given. A ValueError / TypeError names the factor, the expected and
+    the given."""
+    if isinstance(factors, torch.Tensor) or not isinstance(factors, Sequence) or not factors:
+        raise ValueError("factors must be a non-empty list of (B, d_j, d_{j-1}) tensors")
+    for j, f in enumerate(factors):
+        if not isinstance(f, torch.Tensor):
+            raise TypeError(f"factor {j} must be a torch.Tensor, got {type(f).__name__}")
+        if f.ndim != 3:
+            raise ValueError(f"factor {j} must have shape (B, rows, cols), got {tuple(f.shape)}")
+        if not f.is_floating_point():
+            raise TypeError(f"factor {j} must be a floating tensor, got {f.dtype}")
+    first = factors[0]
+    for j, f in enumerate(factors[1:], 1):
+        if f.dtype != first.dtype or f.device != first.device:
+            raise TypeError(
+                f"factor {j} is {f.dtype} on {f.device}, factor 0 {first.dtype} on {first.device}"
+            )
+        if f.shape[0] != first.shape[0]:
+            raise ValueError(f"factor {j} has batch size {f.shape[0]}, factor 0 {first.shape[0]}")
+        if f.shape[2] != factors[j - 1].shape[1]:
+            raise ValueError(
+                f"factor {j} has {f.shape[2]} columns but factor {j - 1} has "
+                f"{factors[j - 1].shape[1]} rows: inner sizes must chain"
+            )
+    got = (factors[-1].shape[1], first.shape[2])
+    if shape is not None and got != tuple(shape):
+        raise ValueError(f"the factors' end-to-end shape is {got}, the problem's {tuple(shape)}")
+    if dtype is not None and first.dtype != dtype:
+        raise TypeError(
+            f"factors are {first.dtype} but the problem is {dtype}: cast one "
+            "(init_dmf(..., dtype=...) or problem.to(dtype))"
+        )
+
+
 def _prefix_suffix(factors: Sequence[torch.Tensor]) -> tuple[list, list]:
     """below[j] = W_{j-1}...W_1 (None for j = 0); above[j] = W_N...W_{j+1} (None for j = N-1)."""
     n = len(factors)
