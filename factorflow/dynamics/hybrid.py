@@ -44,6 +44,7 @@ import torch
 from factorflow.dynamics.optimizers import GD
 from factorflow.dynamics.record import Probe, Schedule, Stop, Trajectory
 from factorflow.dynamics.train import Flow, LossFn, TrainResult, train
+from factorflow.theory import hessian_top_eigenvalue  # the GD stability bound's curvature
 
 __all__ = [
     "FlowThenGD",
@@ -52,60 +53,6 @@ __all__ = [
     "hessian_top_eigenvalue",
     "train_past_crossing",
 ]
-
-
-def hessian_top_eigenvalue(
-    loss_fn: LossFn,
-    params: Sequence[torch.Tensor],
-    *,
-    v0: Sequence[torch.Tensor] | None = None,
-    iters: int = 100,
-    tol: float = 1e-3,
-    generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, list[torch.Tensor], int]:
-    """Largest-magnitude eigenvalue of each run's Hessian ``d^2 L_b / d theta_b^2``: ``(B,)``.
-
-    Power iteration ``v <- H v / ||H v||`` per run (the Hessian of ``sum_b L_b`` is block
-    diagonal over runs), ``H v`` by double-backward autograd; stops once the Rayleigh quotient
-    ``<v, H v>`` changes by less than ``tol`` (relative) in every run, or after ``iters``
-    products. ``v0`` warm-starts it (a previous call's vector); else ``v`` is drawn from
-    ``generator``. GD with step ``lr`` is stable on the quadratic model iff
-    ``lr < 2 / lambda_max``.
-
-    Returns ``(lambda (B,), v (like params, unit norm per run), Hessian-vector products)``.
-    """
-    fs = [f.detach() for f in params]
-    B = fs[0].shape[0]
-    if v0 is None:
-        v = [torch.randn(f.shape, generator=generator, dtype=f.dtype).to(f.device) for f in fs]
-    else:
-        v = [x.detach().clone() for x in v0]
-
-    def dot(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> torch.Tensor:
-        return sum((x * y).reshape(B, -1).sum(1) for x, y in zip(a, b, strict=True))
-
-    def unit(xs: list[torch.Tensor]) -> list[torch.Tensor]:
-        n = dot(xs, xs).sqrt().clamp_min(1e-300)
-        return [x / n.reshape(B, *([1] * (x.ndim - 1))) for x in xs]
-
-    ps = [f.clone().requires_grad_(True) for f in fs]
-    with torch.enable_grad():
-        grads = torch.autograd.grad(loss_fn(ps).sum(), ps, create_graph=True)
-    lam_prev = None
-    lam = torch.zeros(B, dtype=fs[0].dtype, device=fs[0].device)
-    n = 0
-    for n in range(1, iters + 1):  # noqa: B007
-        v = unit(v)
-        with torch.enable_grad():
-            hv = torch.autograd.grad(grads, ps, grad_outputs=v, retain_graph=True)
-        lam = dot(v, hv).detach()
-        v = [h.detach() for h in hv]
-        if lam_prev is not None and bool(
-            ((lam - lam_prev).abs() <= tol * lam.abs().clamp_min(1e-300)).all()
-        ):
-            break
-        lam_prev = lam
-    return lam, unit(v), n
 
 
 @dataclass(frozen=True)
