@@ -119,6 +119,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         options=options,
         overwrite=args.overwrite,
         resume=args.resume,
+        threads=None,  # as set for the process: FACTORFLOW_THREADS, default 1
     )
     print(f"{args.id}: {len(summary['rows'])} rows, {summary.get('elapsed_s', 0):.1f} s")
     for c in summary["claims"]:
