@@ -1,0 +1,145 @@
+"""Training an IRMAE (Adam on the reconstruction MSE) and reading out its latent codes."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from factorflow.autoencoder.latent import count_above, latent_effective_rank, latent_spectrum
+from factorflow.autoencoder.model import IRMAE, check_images
+
+__all__ = ["latent_codes", "reconstruction_mse", "train_autoencoder"]
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def latent_codes(model: IRMAE, images: Tensor, batch_size: int = 500) -> Tensor:
+    """``z_bar`` of every image, in eval mode: ``(N, C, 32, 32)`` in [0, 1] -> ``(N, n)`` (on
+    the CPU, the model's dtype)."""
+    check_images(images, model.channels, model.image_size)
+    was_training = model.training
+    model.eval()
+    device = _device_of(model)
+    out = [model.encode(b.to(device)).cpu() for b in torch.split(images, batch_size)]
+    model.train(was_training)
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def reconstruction_mse(model: IRMAE, images: Tensor, batch_size: int = 500) -> float:
+    """Mean over images and pixels of ``(dec(enc(x)) - x)^2`` (the training loss, [0, 1] units)."""
+    check_images(images, model.channels, model.image_size)
+    was_training = model.training
+    model.eval()
+    device = _device_of(model)
+    total = 0.0
+    for b in torch.split(images, batch_size):
+        b = b.to(device)
+        total += float(F.mse_loss(model(b), b, reduction="sum"))
+    model.train(was_training)
+    return total / images.numel()
+
+
+def train_autoencoder(
+    model: IRMAE,
+    train_images: Tensor,
+    *,
+    epochs: int,
+    batch_size: int = 32,
+    lr: float = 1e-4,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    eval_images: Tensor | None = None,
+    spectrum_every: int = 1,
+    callback: Callable[[dict], None] | None = None,
+    max_time: float | None = None,
+) -> dict:
+    """Train with Adam on the MSE reconstruction loss; returns the history.
+
+    Args:
+        model: an :class:`IRMAE` (moved to ``device``).
+        train_images: ``(N, C, 32, 32)`` in [0, 1] (kept on the CPU; batches are moved).
+        epochs: passes over the data; batch_size, lr: Adam's (the paper: 32, 1e-4).
+        seed: shuffling generator seed (the model's init has its own, :class:`IRMAE`'s).
+        device: where to train (default: where the model is).
+        eval_images: held-out images; every ``spectrum_every`` epochs (and before training,
+            epoch 0) their latent spectrum, effective rank, count above 1e-2 and MSE are recorded.
+        callback: called after every epoch with that epoch's record.
+        max_time: stop (mid-epoch) once this many seconds have passed.
+
+    Returns:
+        ``{"epochs": [record, ...], "stopped": "epochs" | "max_time", "elapsed_s": float}``, a
+        record being ``{"epoch", "train_loss" (mean over the epoch's batches), "time_s"}`` plus
+        ``"spectrum" (list), "erank", "count_above_1e-2", "eval_mse"`` when measured.
+    """
+    check_images(train_images, model.channels, model.image_size, "train_images")
+    if eval_images is not None:
+        check_images(eval_images, model.channels, model.image_size, "eval_images")
+    for value, name in (
+        (epochs, "epochs"),
+        (batch_size, "batch_size"),
+        (spectrum_every, "spectrum_every"),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0, got {lr}")
+    if device is not None:
+        model.to(device)
+    dev = _device_of(model)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    g = torch.Generator().manual_seed(seed)
+    start = time.perf_counter()
+    history: dict = {"epochs": [], "stopped": "epochs"}
+
+    def measure(record: dict) -> dict:
+        if eval_images is not None:
+            spec = latent_spectrum(latent_codes(model, eval_images))
+            record["spectrum"] = spec.tolist()
+            record["erank"] = latent_effective_rank(spec)
+            record["count_above_1e-2"] = count_above(spec, 1e-2)
+            record["eval_mse"] = reconstruction_mse(model, eval_images)
+        return record
+
+    if eval_images is not None:
+        history["epochs"].append(measure({"epoch": 0, "train_loss": math.nan, "time_s": 0.0}))
+    n = train_images.shape[0]
+    for epoch in range(1, epochs + 1):
+        model.train()
+        perm = torch.randperm(n, generator=g)
+        total, batches, out_of_time = 0.0, 0, False
+        for i in range(0, n, batch_size):
+            x = train_images[perm[i : i + batch_size]].to(dev)
+            loss = F.mse_loss(model(x), x)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach())
+            batches += 1
+            if max_time is not None and time.perf_counter() - start > max_time:
+                out_of_time = True
+                break
+        record = {
+            "epoch": epoch if not out_of_time else epoch - 1 + batches * batch_size / n,
+            "train_loss": total / batches,
+            "time_s": time.perf_counter() - start,
+        }
+        if epoch % spectrum_every == 0 or epoch == epochs or out_of_time:
+            measure(record)
+        history["epochs"].append(record)
+        if callback is not None:
+            callback(record)
+        if out_of_time:
+            history["stopped"] = "max_time"
+            break
+    history["elapsed_s"] = time.perf_counter() - start
+    model.eval()
+    return history
