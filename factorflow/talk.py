@@ -12,14 +12,14 @@ settings is kept as it is.
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from factorflow._progress import heartbeat
 from factorflow.report import claim_counts, load_summaries, totals, write_report
 from factorflow.results import run_metadata, write_json
 
@@ -79,41 +79,17 @@ def _excerpt(tb: str, n: int = TRACEBACK_LINES) -> str:
     return "\n".join(lines if len(lines) <= n else ["...", *lines[-n:]])
 
 
-@contextlib.contextmanager
-def _heartbeat(
-    log: Callable[[str], None] | None, every_s: float, what: str, t0: float, t_start: float
-) -> Iterator[None]:
-    """Log ``what`` with the elapsed times every ``every_s`` seconds until the block ends."""
-    if not log or every_s <= 0:
-        yield
-        return
-    stop = threading.Event()
-
-    def beat() -> None:
-        while not stop.wait(every_s):
-            now = time.perf_counter()
-            log(f"{what}, {now - t0:.0f} s (total elapsed {now - t_start:.0f} s)")
-
-    thread = threading.Thread(target=beat, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-
-
 #: Wall seconds of each experiment at quick scale, measured in a `--jobs 2` talk run on the
 #: 2-core reference machine (README); only used to start the longest first when ``jobs > 1``.
 QUICK_SECONDS: dict[str, float] = {
-    "arora2019-completion": 134.0,
-    "arora2019-dynamics": 219.0,
-    "razin2020-2x2": 59.0,
-    "razin2020-perturbed": 31.0,
-    "razin2020-tensor-recovery": 26.0,
-    "razin2021-dynamics": 128.0,
-    "razin2021-natural-rank": 14.0,
-    "jing2020-irmae": 240.0,  # estimated from benchmarks/bench_irmae.py
+    "arora2019-completion": 65.0,
+    "arora2019-dynamics": 105.0,
+    "razin2020-2x2": 22.0,
+    "razin2020-perturbed": 13.0,
+    "razin2020-tensor-recovery": 11.0,
+    "razin2021-dynamics": 50.0,
+    "razin2021-natural-rank": 8.0,
+    "jing2020-irmae": 203.0,
 }
 
 
@@ -387,7 +363,7 @@ def reproduce_talk(
             exp_dir = started(k, t)
             t0 = time.perf_counter()
             try:
-                with _heartbeat(log, heartbeat_s, f"[{k}/{n}] {t.id}: still running", t0, t_start):
+                with heartbeat(log, heartbeat_s, f"[{k}/{n}] {t.id}: still running", t0, t_start):
                     outcome = _run_experiment(t.id, exp_dir, *args)
             except KeyboardInterrupt:
                 index["experiments"][t.id].update(
