@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from factorflow.config import build_dataclass, config_to_dict
+from factorflow.typed import build_dataclass, config_to_dict
 
 __all__ = [
     "COLUMN_KINDS",

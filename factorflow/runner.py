@@ -27,9 +27,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from factorflow.config import build_dataclass, config_to_dict
 from factorflow.experiment import Context, Experiment, Result
 from factorflow.results import check_out_dir, jsonable, read_json, run_metadata, write_json
+from factorflow.typed import build_dataclass, config_to_dict
 
 __all__ = [
     "SCALES",
