@@ -1,7 +1,7 @@
 """The IRMAE network: convolutional encoder, ``l`` extra linear layers, convolutional decoder.
 
-Architecture (the authors' settings, as recorded in ``PAPERS.md`` G and their public code;
-no code copied), for ``C x 32 x 32`` images:
+Architecture (the authors' settings, from Jing, Zbontar & LeCun, NeurIPS 2020 and the facts of
+their public code; no code copied), for ``C x 32 x 32`` images:
 
 - encoder: conv C->32->64->128->256 (4x4 kernels, stride 2, padding 1, ReLU) down to 256x2x2,
   then a linear map to n (``arch="mnist"``: ``nn.Linear(1024, n)``; ``arch="shapes"``: a 2x2

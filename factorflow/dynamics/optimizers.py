@@ -50,7 +50,7 @@ class GD:
 
 @dataclass(frozen=True)
 class GroupRMSProp:
-    """The optimizer of Arora et al. 2019's code ("group RMSProp", PAPERS.md section A): RMSProp
+    """The optimizer of Arora et al. 2019's code ("group RMSProp", read from the authors' public code): RMSProp
     with ONE scalar second moment per run for all its parameters (almost normalized GD).
 
         v_t = beta v_{t-1} + (1 - beta) sum_{all entries} g^2,   v_hat = v_t / (1 - beta^t)

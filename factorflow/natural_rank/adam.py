@@ -56,7 +56,7 @@ def fit_adam(
     clamped from above, ``w <- min(w, max_value)`` (in place, outside autograd; Adam's moments
     are kept). The authors' code does this with ``--max_weights_value 1.02`` together with the
     init ``N(1, 1e-3^2)`` (:func:`~factorflow.natural_rank.model.init_paper_weights`' default
-    ``mean=1, std=1e-3``) (Razin, Maman & Cohen 2021; ``PAPERS.md`` F). With ``max_value=None``
+    ``mean=1, std=1e-3``) (Razin, Maman & Cohen, ICML 2021: the authors' code). With ``max_value=None``
     the updates are exactly those without the option.
 
     ``callback(epochs_done, epoch_error)`` is called after every recorded epoch with the
