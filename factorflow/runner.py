@@ -146,20 +146,23 @@ def run_experiment(
     out = Path(out_dir)
     check_out_dir(out)
     config = config_to_dict(settings)
-    if (out / "summary.json").is_file() or (out.is_dir() and any(out.iterdir())):
+    # a folder holding anything but the error note of a failed run is kept unless --overwrite
+    held = sorted(p.name for p in out.iterdir() if p.name != "error.txt") if out.is_dir() else []
+    if held:
         old = read_json(out / "summary.json") if (out / "summary.json").is_file() else None
         if resume and old is not None and _same_settings(old, config, scale):
             log(f"{exp_id}: finished result with the same settings in {out}; kept")
             return old
-        if resume and old is not None:
+        if resume and old is not None and not overwrite:
             raise ValueError(
                 f"{out} holds a result of {old.get('experiment')} with other settings; "
                 "use another --out, or --overwrite to replace it"
             )
-        if not overwrite and not resume:
+        if not overwrite:
+            what = "a result" if old is not None else f"files that are not a result ({held[:3]})"
             raise FileExistsError(
-                f"{out} already holds a result; use --overwrite to replace it or --resume "
-                "to keep it"
+                f"{out} already holds {what}; use --overwrite to replace it"
+                + (" or --resume to keep it" if old is not None else "")
             )
     tmp = out.parent / f".{out.name}.partial"
     shutil.rmtree(tmp, ignore_errors=True)

@@ -202,3 +202,17 @@ def test_result_select_matches_missing_values():
     assert r.select(depth=None)["err"].tolist() == [0.2]
     assert r.select(depth=1, err=0.1).shape[0] == 1
     assert isinstance(r.select(tag=None), pd.DataFrame)
+
+
+def test_a_folder_with_other_files_is_never_replaced_without_overwrite(tmp_path, fake):
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    for kw in ({}, {"resume": True}):
+        with pytest.raises(FileExistsError, match="not a result"):
+            run_experiment("fake", out, **kw)
+    assert (out / "notes.txt").read_text() == "mine" and CALLS == []
+    (out / "notes.txt").unlink()
+    (out / "error.txt").write_text("an earlier failure")  # a failed run's note is not a result
+    run_experiment("fake", out, resume=True)
+    assert (out / "summary.json").is_file()
