@@ -74,7 +74,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from factorflow.experiments import EXPERIMENTS
 
     for name, exp in EXPERIMENTS.items():
-        print(f"{name:32s} {exp.title}")
+        also = f" (also: {', '.join(exp.aliases)})" if exp.aliases else ""
+        print(f"{name:32s} {exp.title}{also}")
     return 0
 
 

@@ -283,6 +283,7 @@ class Experiment:
     claims: tuple[Claim, ...]
     run: Callable[[Any, Context], list[dict[str, Any]]]
     part: str | None = None
+    aliases: tuple[str, ...] = ()  # short names that `factorflow reproduce` also accepts
 
     def __post_init__(self) -> None:
         if not dataclasses.is_dataclass(self.settings):

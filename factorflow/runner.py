@@ -46,8 +46,9 @@ SCALES = ("quick", "paper", "smoke")
 
 def get_experiment(exp_id: str) -> Experiment:
     """The registered experiment ``exp_id`` (a ValueError listing the registered ones)."""
-    from factorflow.experiments import EXPERIMENTS
+    from factorflow.experiments import ALIASES, EXPERIMENTS
 
+    exp_id = ALIASES.get(exp_id, exp_id)
     if exp_id not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {exp_id!r}; registered: {sorted(EXPERIMENTS)}")
     return EXPERIMENTS[exp_id]

@@ -56,3 +56,13 @@ def test_smoke_run_writes_a_valid_summary_and_redraws(exp_id, tmp_path):
     for name in summary["figures"]:
         assert (copy / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     assert load_result(copy).settings == exp.scales["smoke"]
+
+
+def test_aliases_name_registered_experiments_and_clash_with_no_id():
+    from factorflow.experiments import ALIASES
+    from factorflow.runner import get_experiment
+
+    assert not set(ALIASES) & set(EXPERIMENTS)
+    assert get_experiment("irmae").id == "jing2020-irmae"
+    with pytest.raises(ValueError, match="unknown experiment"):
+        get_experiment("nope")

@@ -13,7 +13,7 @@ import pkgutil
 
 from factorflow.experiment import Experiment
 
-__all__ = ["EXPERIMENTS"]
+__all__ = ["ALIASES", "EXPERIMENTS"]
 
 
 def _discover() -> dict[str, Experiment]:
@@ -33,3 +33,5 @@ def _discover() -> dict[str, Experiment]:
 
 
 EXPERIMENTS: dict[str, Experiment] = _discover()
+#: Short names (``irmae``) for registered ids.
+ALIASES: dict[str, str] = {a: e.id for e in EXPERIMENTS.values() for a in e.aliases}

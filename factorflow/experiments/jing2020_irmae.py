@@ -369,4 +369,5 @@ EXPERIMENT = Experiment(
     claims=CLAIMS,
     run=run,
     part="Practical application",
+    aliases=("irmae",),
 )
