@@ -36,12 +36,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from factorflow.factorizations.cp import (
-    component_norm_velocity,
-    predicted_component_norm_velocity,
-)
+from factorflow.factorizations.cp import _check_factors, _check_indices, component_norms
 
 __all__ = [
+    "component_norm_velocity",
+    "predicted_component_norm_velocity",
     "component_norm_rates",
     "component_rate_error",
     "leave_times",
@@ -49,6 +48,82 @@ __all__ = [
     "min_relative_gap",
     "separated",
 ]
+
+
+# component norm dynamics (Razin, Maman & Cohen 2021, Theorem 1)
+
+
+def component_norm_velocity(
+    factors: Sequence[torch.Tensor], velocities: Sequence[torch.Tensor]
+) -> torch.Tensor:
+    """Measured time derivative of the component norms ``(B, R)`` given factor velocities.
+
+    Exact chain rule for ``c_r = prod_n ||w_r^n||``:
+
+        dc_r/dt = c_r * sum_n <w_r^n, dw_r^n/dt> / ||w_r^n||^2.
+
+    Under gradient flow the velocity is minus the gradient: ``velocities[n] = -dL/dfactors[n]``.
+    Terms with ``||w_r^n|| = 0`` (then ``c_r = 0``) contribute 0.
+    """
+    _check_factors(factors)
+    if len(velocities) != len(factors) or any(
+        v.shape != f.shape for v, f in zip(velocities, factors, strict=True)
+    ):
+        raise ValueError("velocities must match the factors' number and shapes")
+    c = component_norms(factors)
+    total = torch.zeros_like(c)
+    for f, v in zip(factors, velocities, strict=True):
+        dot = (f * v).sum(dim=1)
+        sq = (f * f).sum(dim=1)
+        total = total + torch.where(sq > 0, dot / torch.where(sq > 0, sq, 1.0), 0.0)
+    return c * total
+
+
+def _gathered_entries(factors: Sequence[torch.Tensor], indices: torch.Tensor) -> torch.Tensor:
+    """``(B, m, R)``: ``C_r[idx_i] = prod_n w_r^n[idx_i,n]`` for every component."""
+    prod = factors[0].index_select(1, indices[:, 0])
+    for n in range(1, len(factors)):
+        prod = prod * factors[n].index_select(1, indices[:, n])
+    return prod
+
+
+def predicted_component_norm_velocity(
+    factors: Sequence[torch.Tensor], indices: torch.Tensor, grad_at_obs: torch.Tensor
+) -> torch.Tensor:
+    """Component norm velocity ``(B, R)`` predicted by Razin, Maman & Cohen 2021, Theorem 1.
+
+    Under gradient flow on the factors of a loss ``l(W)``, for a balanced component ``r``
+    (``||w_r^n|| = c_r^(1/N)`` for all ``n``):
+
+        dc_r/dt = -N * c_r^(2 - 2/N) * <grad l(W), C_r / c_r>.
+
+    For a completion loss ``grad l(W)`` is zero off the observed entries, so
+    ``<grad l(W), C_r> = sum_i grad_at_obs[:, i] * prod_n w_r^n[indices[i, n]]``.
+
+    Args:
+        factors: ``N`` tensors ``(B, d_n, R)``.
+        indices: ``(m, N)`` observed positions.
+        grad_at_obs: ``(B, m)``, ``dl/dW`` at the observed entries (for the mean squared
+            residual ``l = mean_i (W[idx_i] - y_i)^2`` it is ``2 (W[idx_i] - y_i) / m``).
+
+    Components with ``c_r = 0`` get 0. For unbalanced components the formula is not the true
+    derivative (compare with :func:`component_norm_velocity`).
+    """
+    B, dims, R = _check_factors(factors)
+    indices = _check_indices(indices, len(dims))
+    if grad_at_obs.shape != (B, indices.shape[0]):
+        raise ValueError(
+            f"grad_at_obs must have shape (B, m) = {(B, indices.shape[0])}, "
+            f"got {tuple(grad_at_obs.shape)}"
+        )
+    indices = indices.to(factors[0].device)
+    N = len(dims)
+    inner = torch.einsum("bi,bir->br", grad_at_obs, _gathered_entries(factors, indices))
+    c = component_norms(factors)
+    pos = c > 0
+    c_safe = torch.where(pos, c, torch.ones_like(c))
+    pred = -N * c_safe.pow(2.0 - 2.0 / N) * inner / c_safe
+    return torch.where(pos, pred, torch.zeros_like(pred))
 
 
 def component_norm_rates(
@@ -59,12 +134,12 @@ def component_norm_rates(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Measured and predicted ``dc_r/dt`` under gradient flow, each ``(B, R)``.
 
-    Measured: the exact chain rule (:func:`~factorflow.factorizations.cp.component_norm_velocity`)
+    Measured: the exact chain rule (:func:`component_norm_velocity`)
     applied to the gradient-flow vector field, factor velocities ``-factor_grads`` (each run's
     gradient of its loss, e.g. :func:`factorflow.dynamics.gradient`) — no finite differences.
 
     Predicted: ``-N c_r^(2-2/N) <grad l(W), C_r / c_r>`` (Razin, Maman & Cohen 2021, Theorem 1;
-    :func:`~factorflow.factorizations.cp.predicted_component_norm_velocity`), with ``grad l(W)``
+    :func:`predicted_component_norm_velocity`), with ``grad l(W)``
     nonzero only at the observed entries ``obs_indices`` (m, N), where it is ``grad_at_obs``
     (B, m) (e.g. ``CPObjective.grad_at_obs``). Exact for balanced components.
 

@@ -10,7 +10,6 @@ import torch
 
 from factorflow.factorizations.cp import (
     balance_components,
-    component_norm_velocity,
     component_norms,
     count_large_components,
     cp_completion_residuals,
@@ -19,9 +18,9 @@ from factorflow.factorizations.cp import (
     cp_sensing_predict,
     cp_to_tensor,
     init_cp,
-    predicted_component_norm_velocity,
 )
 from factorflow.problems.completion import Completion, sample_indices
+from factorflow.tensor_theory import component_norm_velocity, predicted_component_norm_velocity
 
 DT = torch.float64
 

@@ -33,8 +33,6 @@ __all__ = [
     "init_cp",
     "balance_components",
     "count_large_components",
-    "component_norm_velocity",
-    "predicted_component_norm_velocity",
     "cp_completion_residuals",
     "cp_sensing_predict",
     "cp_dense_sensing_predict",
@@ -325,84 +323,6 @@ def count_large_components(factors: Sequence[torch.Tensor], frac: float = 0.1) -
     c = component_norms(factors)
     top = c.max(dim=1, keepdim=True).values
     return (c > frac * top).sum(dim=1)
-
-
-# --------------------------------------------------------------------------------------------
-# component norm dynamics (Razin, Maman & Cohen 2021, Theorem 1)
-# --------------------------------------------------------------------------------------------
-
-
-def component_norm_velocity(
-    factors: Sequence[torch.Tensor], velocities: Sequence[torch.Tensor]
-) -> torch.Tensor:
-    """Measured time derivative of the component norms ``(B, R)`` given factor velocities.
-
-    Exact chain rule for ``c_r = prod_n ||w_r^n||``:
-
-        dc_r/dt = c_r * sum_n <w_r^n, dw_r^n/dt> / ||w_r^n||^2.
-
-    Under gradient flow the velocity is minus the gradient: ``velocities[n] = -dL/dfactors[n]``.
-    Terms with ``||w_r^n|| = 0`` (then ``c_r = 0``) contribute 0.
-    """
-    _check_factors(factors)
-    if len(velocities) != len(factors) or any(
-        v.shape != f.shape for v, f in zip(velocities, factors, strict=True)
-    ):
-        raise ValueError("velocities must match the factors' number and shapes")
-    c = component_norms(factors)
-    total = torch.zeros_like(c)
-    for f, v in zip(factors, velocities, strict=True):
-        dot = (f * v).sum(dim=1)
-        sq = (f * f).sum(dim=1)
-        total = total + torch.where(sq > 0, dot / torch.where(sq > 0, sq, 1.0), 0.0)
-    return c * total
-
-
-def _gathered_entries(factors: Sequence[torch.Tensor], indices: torch.Tensor) -> torch.Tensor:
-    """``(B, m, R)``: ``C_r[idx_i] = prod_n w_r^n[idx_i,n]`` for every component."""
-    prod = factors[0].index_select(1, indices[:, 0])
-    for n in range(1, len(factors)):
-        prod = prod * factors[n].index_select(1, indices[:, n])
-    return prod
-
-
-def predicted_component_norm_velocity(
-    factors: Sequence[torch.Tensor], indices: torch.Tensor, grad_at_obs: torch.Tensor
-) -> torch.Tensor:
-    """Component norm velocity ``(B, R)`` predicted by Razin, Maman & Cohen 2021, Theorem 1.
-
-    Under gradient flow on the factors of a loss ``l(W)``, for a balanced component ``r``
-    (``||w_r^n|| = c_r^(1/N)`` for all ``n``):
-
-        dc_r/dt = -N * c_r^(2 - 2/N) * <grad l(W), C_r / c_r>.
-
-    For a completion loss ``grad l(W)`` is zero off the observed entries, so
-    ``<grad l(W), C_r> = sum_i grad_at_obs[:, i] * prod_n w_r^n[indices[i, n]]``.
-
-    Args:
-        factors: ``N`` tensors ``(B, d_n, R)``.
-        indices: ``(m, N)`` observed positions.
-        grad_at_obs: ``(B, m)``, ``dl/dW`` at the observed entries (for the mean squared
-            residual ``l = mean_i (W[idx_i] - y_i)^2`` it is ``2 (W[idx_i] - y_i) / m``).
-
-    Components with ``c_r = 0`` get 0. For unbalanced components the formula is not the true
-    derivative (compare with :func:`component_norm_velocity`).
-    """
-    B, dims, R = _check_factors(factors)
-    indices = _check_indices(indices, len(dims))
-    if grad_at_obs.shape != (B, indices.shape[0]):
-        raise ValueError(
-            f"grad_at_obs must have shape (B, m) = {(B, indices.shape[0])}, "
-            f"got {tuple(grad_at_obs.shape)}"
-        )
-    indices = indices.to(factors[0].device)
-    N = len(dims)
-    inner = torch.einsum("bi,bir->br", grad_at_obs, _gathered_entries(factors, indices))
-    c = component_norms(factors)
-    pos = c > 0
-    c_safe = torch.where(pos, c, torch.ones_like(c))
-    pred = -N * c_safe.pow(2.0 - 2.0 / N) * inner / c_safe
-    return torch.where(pos, pred, torch.zeros_like(pred))
 
 
 # --------------------------------------------------------------------------------------------
