@@ -100,10 +100,24 @@ class RecoverySettings:
             raise ValueError(f"optimizers must be flow or group_rmsprop, got {bad}")
         if self.dtype not in ("float64", "float32"):
             raise ValueError(f"dtype must be float64 or float32, got {self.dtype!r}")
-        if not self.n_obs or not self.depths or not self.init_scales:
-            raise ValueError("n_obs, depths and init_scales must each name at least one value")
-        if min(self.depths) < 1 or min(self.init_scales) <= 0 or min(self.n_obs) < 1:
-            raise ValueError("depths and n_obs must be >= 1 and init scales > 0")
+        if min(self.shape) < 1 or not 1 <= self.rank <= min(self.shape):
+            raise ValueError(
+                f"shape must be two sizes >= 1 and rank in [1, min(shape)], got shape "
+                f"{list(self.shape)}, rank {self.rank}"
+            )
+        cells = self.shape[0] * self.shape[1]
+        for key, values, ok, want in (
+            ("depths", self.depths, lambda v: v >= 1, ">= 1"),
+            (
+                "n_obs",
+                self.n_obs,
+                lambda v: 1 <= v <= cells,
+                f"in [1, {cells}] (the entries of shape {list(self.shape)})",
+            ),
+            ("init_scales", self.init_scales, lambda v: 0 < v < math.inf, "finite and > 0"),
+        ):
+            if not values or not all(ok(v) for v in values):
+                raise ValueError(f"{key} must list values {want}, got {list(values)}")
 
 
 #: Columns of the rows :func:`recovery_grid` returns (the experiments' schema).
