@@ -24,11 +24,11 @@ from factorflow.experiment import Check, Claim, Experiment, at_least, at_most
 from factorflow.problems.matrix import synthetic_completion
 from factorflow.recovery import (
     COLUMNS,
+    FLOW_AGREEMENT,
     RecoverySettings,
     all_recover,
     deep_vs_nnm,
     depth2_trend,
-    flow_agreement,
     nuclear_norm_and_rank,
     recovery_grid,
 )
@@ -122,16 +122,7 @@ CLAIMS = (
         measure=lambda r: all_recover(r.rows),
         checks=(at_most("worst", 1e-4),),
     ),
-    Claim(
-        "flow_matches_group_rmsprop",
-        "gradient flow and the paper's group RMSProp reach the same final recon_mse within a "
-        "factor 3 on every configuration run with both",
-        paper=None,
-        source="factorflow's own check (group RMSProp rescales the gradient by one scalar, so "
-        "it follows the flow's path with another clock)",
-        measure=lambda r: flow_agreement(r.rows),
-        checks=(at_most("worst_factor", 3.0),),
-    ),
+    FLOW_AGREEMENT,
 )
 
 EXPERIMENT = Experiment(

@@ -25,10 +25,10 @@ from factorflow.experiment import Claim, Context, Experiment, at_least, at_most
 from factorflow.problems.matrix import gaussian_sensing
 from factorflow.recovery import (
     COLUMNS,
+    FLOW_AGREEMENT,
     RecoverySettings,
     all_recover,
     deep_vs_nnm,
-    flow_agreement,
     recovery_grid,
 )
 
@@ -87,15 +87,7 @@ CLAIMS = (
         measure=lambda r: all_recover(r.rows),
         checks=(at_most("worst", 1e-4),),
     ),
-    Claim(
-        "flow_matches_group_rmsprop",
-        "gradient flow and the paper's group RMSProp reach the same final recon_mse within a "
-        "factor 3 on every configuration run with both",
-        paper=None,
-        source="factorflow's own check (group RMSProp follows the flow's path with another clock)",
-        measure=lambda r: flow_agreement(r.rows),
-        checks=(at_most("worst_factor", 3.0),),
-    ),
+    FLOW_AGREEMENT,
 )
 
 EXPERIMENT = Experiment(

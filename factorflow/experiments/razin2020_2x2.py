@@ -300,7 +300,7 @@ CLAIMS = (
     Claim(
         "w11-lower-bound",
         "|w11| >= (1 - sqrt(2 l))^2 / sqrt(2 l) at every recorded loss l < 1/2 with det(W) > 0",
-        paper=">= 68.7 at l = 1e-4 (a bound derived from the problem, theory.w11_lowerBOUND)",
+        paper=">= 68.7 at l = 1e-4 (a bound derived from the problem, theory.w11_lower_bound)",
         source=f"{SOURCE}, NeurIPS 2020, Sec. 3 (det > 0 forces |w11| to grow as l -> 0)",
         measure=bound_2x2,
         checks=(at_least("min_ratio", 1.0),),
