@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -368,8 +367,3 @@ def _is_kind(v: Any, kind: str) -> bool:
     if kind == "int":
         return isinstance(v, int | np.integer) and not isinstance(v, bool)
     return isinstance(v, int | float | np.number) and not isinstance(v, bool)  # float
-
-
-def settings_fields(cls: type) -> dict[str, Any]:
-    """The settings' field types (for documentation and the contract test)."""
-    return typing.get_type_hints(cls)

@@ -67,7 +67,7 @@ def load_result(result_dir: str | Path) -> Result:
 
 
 #: Keys the runner adds to ``summary["config"]`` beside the settings.
-_RUNNER_KEYS = ("device", "scale", "wall_s_by_part")
+_RUNNER_KEYS = ("device",)
 
 
 def judge(exp: Experiment, result: Result) -> list[dict[str, Any]]:
