@@ -329,13 +329,15 @@ def test_worker_watchdog_ends_a_process_whose_parent_is_gone():
         "from factorflow import executors\n"
         "executors.PARENT_CHECK_S = 0.05\n"
         "executors._init_worker(1, int(sys.argv[1]))\n"
-        "time.sleep(30)\n"
+        "time.sleep(3600)\n"
+        "sys.exit(0)\n"
     )
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()  # a pid that no longer exists
-    t0 = time.perf_counter()
-    res = subprocess.run([sys.executable, "-c", code, str(dead.pid)], timeout=60)
-    assert res.returncode == 1 and time.perf_counter() - t0 < 25
+    # exit status 1 is the watchdog's os._exit(1); without it the child would sleep for an hour
+    # (the timeout only guards the test run against that)
+    res = subprocess.run([sys.executable, "-c", code, str(dead.pid)], timeout=120)
+    assert res.returncode == 1
 
 
 def _dmf_problem():
