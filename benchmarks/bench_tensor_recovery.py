@@ -27,13 +27,12 @@ machine's load average is recorded (times on a loaded shared machine are upper b
     python benchmarks/bench_tensor_recovery.py [--n-obs 1000] [--rank 1] [--gd-steps 300]
         [--grid] [--o3-n-obs 100 300 511] [--full-gd]
 
-Measured (2 cores shared with several engineers' jobs, load average ~10-12; see the JSON):
-one order-4 cell (rank 1, 1000 observations) with the flow (RK45, before the paper preset moved
-to ``auto``) 639 s, ~450 s of it init 1e-2's phase to mse 1e-12 (10,004 evaluations, 2 of 5 runs
-at ``max_evals``; ``--flow-method auto``: 1,419 evaluations, all converged, in a spot check);
-errors at mse 1e-12 ~1e-4. Group RMSProp: init 1e-2 535 + 900 replayed steps at 48.8 ms
-(B = 5): 70 s; init 1e-3: see ``bench_tensor_recovery.json`` (the run writes it when the
-measured step count and the grid are done; ~87,000 steps expected, ~70 min).
+Measured (``python benchmarks/bench_tensor_recovery.py``, one thread, load average ~1-2;
+``benchmarks/results/bench_tensor_recovery.json``): one order-4 cell (rank 1, 1000 observations)
+with the flow (the paper preset's ``auto``: RK45, then CVODE in the stiff last phase) 81 s,
+median errors ~1e-4 at mse 1e-12; group RMSProp 473 s extrapolated (5.3 ms per step at B = 5;
+first crossing measured at 535 steps for init 1e-2 and 43,511 for 1e-3, 1,435 and 87,411 steps
+with the patience replay): 5.8x. The grid estimate (``--grid``) was not run.
 """
 
 from __future__ import annotations

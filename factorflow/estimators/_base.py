@@ -103,7 +103,8 @@ class _Completer(RegressorMixin, BaseEstimator):
         return self._fit(X, y, self.shape)
 
     def _fit(self, X: Any, y: Any, shape: tuple[int, ...] | None) -> _Completer:
-        # torch threads: 2 threads on 2 busy cores made a small fit 44x slower (measured)
+        # torch threads: n_threads for the fit (one by default: the fits are small and
+        # parallelism comes from processes), restored after
         before = torch.get_num_threads()
         if self.n_threads is not None:
             torch.set_num_threads(int(self.n_threads))

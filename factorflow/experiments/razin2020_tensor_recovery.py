@@ -35,15 +35,12 @@ ones compared with the paper's, seconds per cell) and order 4 by the flow
 group RMSProp there is hours, because at init 1e-3 the gradients (~init^3) are far below eps,
 so it is GD with lr 1e4 and sits at zero for ~4.4e4 steps (43,511 to mse 1e-6 at 1000
 observations) and the patience rule replays them. Measured by ``benchmarks/bench_tensor_recovery.py``
-(2 cores shared with several engineers' jobs, load average 7-12, so upper bounds), one order-4
-cell (rank 1, 1000 observations, inits 1e-2 and 1e-3 x 5 seeds): flow with RK45 639 s, of which
-~450 s is init 1e-2's last phase (to mse 1e-12: 10,004 evaluations, 2 of 5 runs stopped at
-``max_evals``); with ``auto`` that phase took 1,419 evaluations and all 5 runs converged (spot
-check, same machine: 215 s for init 1e-2's three phases). Group RMSProp at init 1e-2: 535 steps
-to the first crossing, 1,435 with the patience replay, 48.8 ms per step at B = 5: 70 s; at init
-1e-3 ~87,000 steps at the same cost per step: ~70 min, estimated. The flow's errors at mse 1e-12
-are ~1e-4 (median 9.8e-5 at init 1e-3, 1.05e-4 at 1e-2) where the paper read ~1e-6 for group
-RMSProp: the order-4 claim then reads the flow's rows and says so. Rows name their
+(one thread, output in ``benchmarks/results/bench_tensor_recovery.json``), one order-4 cell (rank
+1, 1000 observations, inits 1e-2 and 1e-3 x 5 seeds): the flow (``auto``) 81 s; group RMSProp
+473 s, extrapolated from 5.3 ms per step at B = 5 and the measured first crossing (535 steps at
+init 1e-2, 43,511 at 1e-3; 1,435 and 87,411 with the patience replay): 5.8x. The flow's errors at
+mse 1e-12 are ~1e-4 (median 9.8e-5 at init 1e-3, 1.05e-4 at 1e-2) where the paper read ~1e-6 for
+group RMSProp: the order-4 claim then reads the flow's rows and says so. Rows name their
 ``optimizer`` (``group_rmsprop`` or ``flow:RK45`` / ``flow:RK45+cvode``). Every order run by
 group RMSProp: ``--option order4_optimizer='"gd"'``. ``smoke``: 4^3, a few seconds.
 """
