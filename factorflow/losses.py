@@ -1,7 +1,8 @@
 """Losses over observation residuals, by name. There is no default: every caller names one.
 
 Both take residuals ``r`` of shape ``(B, m)`` (B independent runs, m observations) and return one
-loss per run, shape ``(B,)``:
+loss per run, shape ``(B,)``. Written with operators only, so they take numpy arrays as well (the
+engine's tiny-problem loop, :mod:`factorflow.dynamics.tiny`):
 
 - ``mse``: mean over observations of r^2 (Arora et al. 2019, the ``mse`` of their code);
 - ``half_sse``: (1/2) sum over observations of r^2 (Razin & Cohen 2020).
@@ -18,13 +19,13 @@ __all__ = ["LOSSES", "LOSS_GRADS", "get_loss", "half_sse", "mse"]
 
 def mse(residuals: torch.Tensor) -> torch.Tensor:
     """Mean squared residual, ``(B, m) -> (B,)``: l = (1/m) sum_i r_i^2 (Arora et al. 2019)."""
-    return residuals.square().mean(dim=-1)
+    return (residuals * residuals).mean(-1)
 
 
 def half_sse(residuals: torch.Tensor) -> torch.Tensor:
     """Half the sum of squared residuals, ``(B, m) -> (B,)``: l = (1/2) sum_i r_i^2 (Razin & Cohen
     2020)."""
-    return 0.5 * residuals.square().sum(dim=-1)
+    return 0.5 * (residuals * residuals).sum(-1)
 
 
 LOSSES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"mse": mse, "half_sse": half_sse}

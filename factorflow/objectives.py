@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from factorflow.factorizations.cp import cp_completion_residuals
@@ -29,7 +30,7 @@ from factorflow.losses import LOSS_GRADS, get_loss
 from factorflow.problems.completion import Completion
 from factorflow.problems.matrix import MatrixCompletion, MatrixSensing
 
-__all__ = ["CPObjective", "DMFObjective", "RatingsDMF"]
+__all__ = ["CPObjective", "DMFObjective", "NumpyDMFKernel", "RatingsDMF"]
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,57 @@ class DMFObjective:
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         losses, G = self.grad_W(end_to_end(factors))
         return losses, dmf_factor_gradients(factors, G)
+
+    def numpy_kernel(self) -> NumpyDMFKernel:
+        """:meth:`value_and_grad` on numpy arrays, for the engine's tiny-problem loop."""
+        return NumpyDMFKernel(self)
+
+
+class NumpyDMFKernel:
+    """``DMFObjective.value_and_grad`` on numpy arrays: ``kernel([(B, d_j, d_{j-1})]) -> ((B,),
+    [dl/dW_j])``, the same formulas (the same :func:`end_to_end`, :func:`dmf_factor_gradients`
+    and loss functions, which are written with operators only) without torch's per-operation
+    overhead, which dominates on tiny problems (a 2x2 step is a few microseconds of math). Used
+    by :mod:`factorflow.dynamics.tiny`; tests check it against the torch objective in float64.
+
+    Completion: r = W[rows, cols] - values, dl/dW = g scattered to the observed entries.
+    Sensing: r = A_flat vec(W) - y, dl/dW = sum_i g_i A_i (Arora et al. 2019's observation maps).
+    """
+
+    def __init__(self, objective: DMFObjective) -> None:
+        p = objective.problem
+        self.shape = p.shape
+        self.loss, self.loss_grad = get_loss(objective.loss), LOSS_GRADS[objective.loss]
+        if isinstance(p, MatrixSensing):
+            self._A = p.A.reshape(p.A.shape[0], -1).detach().cpu().numpy()
+            self._y = p.y.detach().cpu().numpy()
+        else:
+            idx = p.obs.indices.cpu().numpy()
+            self._A = None
+            self._rows, self._cols = idx[:, 0], idx[:, 1]
+            self._flat = idx[:, 0] * self.shape[1] + idx[:, 1]
+            self._values = p.obs.values.detach().cpu().numpy()
+
+    def _residuals(self, W: np.ndarray) -> np.ndarray:
+        if self._A is not None:
+            return W.reshape(W.shape[0], -1) @ self._A.T - self._y
+        return W[:, self._rows, self._cols] - self._values
+
+    def value(self, factors: Sequence[np.ndarray]) -> np.ndarray:
+        """Losses (B,) only."""
+        return self.loss(self._residuals(end_to_end(factors)))
+
+    def __call__(self, factors: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        W = end_to_end(factors)
+        B = W.shape[0]
+        r = self._residuals(W)
+        if self._A is not None:
+            G = (self.loss_grad(r) @ self._A).reshape(B, *self.shape)
+        else:
+            G = np.zeros((B, self.shape[0] * self.shape[1]), dtype=W.dtype)
+            G[:, self._flat] = self.loss_grad(r)
+            G = G.reshape(B, *self.shape)
+        return self.loss(r), dmf_factor_gradients(factors, G)
 
 
 @dataclass(frozen=True)

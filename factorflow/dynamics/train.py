@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import torch
 from tqdm.auto import tqdm
 
+from factorflow.dynamics import tiny
 from factorflow.dynamics.base import LossFn, TrainResult, _rows, _Status, gradient
 from factorflow.dynamics.flow import FLOW_METHODS, Flow, _flow
 from factorflow.dynamics.optimizers import GD, Adam, GroupRMSProp
@@ -37,16 +38,23 @@ def train(
     *,
     progress: bool = False,
     desc: str = "train",
+    backend: str = "auto",
 ) -> TrainResult:
     """Train B independent runs from ``params`` (list of (B, ...) tensors) on ``loss_fn``.
 
     Discrete optimizers run the loop below; :class:`Flow` integrates gradient flow. ``schedule``
-    says when to record ``loss`` and every probe (``name -> fn(params) -> (B, ...)``)."""
+    says when to record ``loss`` and every probe (``name -> fn(params) -> (B, ...)``).
+
+    ``backend``: ``"auto"`` runs tiny problems in numpy (:mod:`factorflow.dynamics.tiny`): plain
+    GD between events, and the flow's field evaluations; same iterates, several times less
+    overhead per step. ``"numpy"`` insists on that, ``"torch"`` never uses it."""
     _check_params(params, loss_fn)
     schedule = schedule or Schedule(per_decade=10)
     if isinstance(optimizer, Flow):
-        return _flow(params, loss_fn, optimizer, stop, schedule, probes, progress, desc)
-    return _discrete(params, loss_fn, optimizer, stop, schedule, probes, progress, desc)
+        kernel = tiny.numpy_kernel(loss_fn, params, backend)
+        return _flow(params, loss_fn, optimizer, stop, schedule, probes, progress, desc, kernel)
+    kernel = tiny.numpy_kernel(loss_fn, params, backend, optimizer)
+    return _discrete(params, loss_fn, optimizer, stop, schedule, probes, progress, desc, kernel)
 
 
 def _check_params(params: Sequence[torch.Tensor], loss_fn: LossFn) -> None:
@@ -71,7 +79,7 @@ def _check_params(params: Sequence[torch.Tensor], loss_fn: LossFn) -> None:
         check(params)
 
 
-def _discrete(params, loss_fn, opt, stop, schedule, probes, progress, desc) -> TrainResult:
+def _discrete(params, loss_fn, opt, stop, schedule, probes, progress, desc, kernel) -> TrainResult:
     t_start = time.perf_counter()
     params = [p.detach().clone() for p in params]
     B = params[0].shape[0]
@@ -85,7 +93,29 @@ def _discrete(params, loss_fn, opt, stop, schedule, probes, progress, desc) -> T
     step = 0
     n_evals = 0
     while True:
-        losses, grads = gradient(loss_fn, params)
+        last = None
+        if kernel is not None:  # quiet GD steps in numpy up to the next possible event
+            n = min(tiny.steps_until(step, next_rec, stop.max_steps, stop.max_time, dt), tiny.CHUNK)
+            if n > 0:
+                P, prev, prev_L, k, last = tiny.quiet_steps(
+                    kernel,
+                    [p.numpy() for p in params],
+                    opt.lr,
+                    n,
+                    stop.loss_below,
+                    stop.diverge_above,
+                    st.active.numpy(),
+                )
+                if k > 0:
+                    params = [torch.from_numpy(p) for p in P]
+                    prev_params = [torch.from_numpy(p) for p in prev]
+                    prev_loss = torch.from_numpy(prev_L)
+                    step += k
+                n_evals += k
+        if last is not None:
+            losses, grads = torch.from_numpy(last[0]), [torch.from_numpy(g) for g in last[1]]
+        else:
+            losses, grads = gradient(loss_fn, params)
         n_evals += 1
         L = losses.cpu()
         record_now = step >= next_rec
@@ -133,8 +163,8 @@ def _discrete(params, loss_fn, opt, stop, schedule, probes, progress, desc) -> T
         prev_params, prev_loss = params, L
         params = new
         step += 1
-        if progress and step % 1000 == 0:
-            bar.update(1000)
+        if progress and step - bar.n >= 1000:
+            bar.update(step - bar.n)
             bar.set_postfix(loss=f"{float(L[st.active].max()):.3e}", refresh=False)
     bar.close()
     name = getattr(opt, "name", type(opt).__name__)

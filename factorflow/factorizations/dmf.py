@@ -111,15 +111,16 @@ def dmf_factor_gradients(
     """Chain rule through the product: dL/dW_j = (W_N...W_{j+1})^T grad_W (W_{j-1}...W_1)^T.
 
     ``grad_W`` (B, d_N, d_0) is dl/dW at the end-to-end matrix; returns tensors shaped like the
-    factors (Arora, Cohen, Hazan 2018, eq. 5)."""
+    factors (Arora, Cohen, Hazan 2018, eq. 5). Operators only, so numpy arrays work as well
+    (the engine's tiny-problem loop, :mod:`factorflow.dynamics.tiny`)."""
     below, above = _prefix_suffix(factors)
     out = []
     for j in range(len(factors)):
         g = grad_W
         if above[j] is not None:
-            g = above[j].transpose(-1, -2) @ g
+            g = above[j].swapaxes(-1, -2) @ g
         if below[j] is not None:
-            g = g @ below[j].transpose(-1, -2)
+            g = g @ below[j].swapaxes(-1, -2)
         out.append(g)
     return out
 
