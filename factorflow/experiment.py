@@ -249,6 +249,14 @@ class Context:
     scale: str
     log: Callable[[str], None] = print
     saved: list[str] = field(default_factory=list)
+    cells: Any = None  # a factorflow.cells.CellStore, or None: every cell is computed
+
+    def cell(self, key: str, compute: Callable[[], Any]) -> Any:
+        """One unit of work (a grid cell, a seed, a model) named by ``key``, unique in the run:
+        ``compute()``, or its value from an interrupted attempt with the same settings
+        (``--resume``; :mod:`factorflow.cells`). ``compute`` must depend on the settings and
+        the key only (its own seeds), so a kept cell equals a recomputed one."""
+        return compute() if self.cells is None else self.cells.get(key, compute)
 
     def save_arrays(self, name: str, **arrays: Any) -> str:
         """Write ``name.npz`` (numpy arrays or tensors) into the result folder; returns the file

@@ -7,7 +7,8 @@ location before any work, runs the experiment into a temporary sibling folder
 written there, and renames the folder into place when everything is written. An existing
 finished result is never replaced unless ``overwrite`` (then atomically: the old folder is kept
 until the new one is complete) and is reused as it is with ``resume`` when its settings are the
-same. A failed or interrupted run leaves any earlier result untouched.
+same. A failed or interrupted run leaves any earlier result untouched, and keeps the cells it
+finished (:mod:`factorflow.cells`, ``.<name>.cells``): ``resume`` continues from them.
 
 ``summary.json``: ``{"experiment", "title", "paper", "scale", "config", "rows", "claims",
 "figures", "arrays", "elapsed_s", "meta"}`` (DESIGN.md, "Contracts").
@@ -27,6 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from factorflow.cells import CellStore
 from factorflow.experiment import Context, Experiment, Result
 from factorflow.results import check_out_dir, jsonable, read_json, run_metadata, write_json
 from factorflow.typed import build_dataclass, config_to_dict
@@ -168,7 +170,9 @@ def run_experiment(
     tmp = out.parent / f".{out.name}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    ctx = Context(out_dir=tmp, device=dev, scale=scale, log=log)
+    stamp = {"experiment": exp.id, "scale": scale, "config": config, "device": str(dev)}
+    cells = CellStore.open(out.parent / f".{out.name}.cells", stamp, resume=resume, log=log)
+    ctx = Context(out_dir=tmp, device=dev, scale=scale, log=log, cells=cells)
     t0 = time.perf_counter()
     torch.manual_seed(0)  # experiments seed their own generators; this only pins stray draws
     np.random.seed(0)  # noqa: NPY002
@@ -199,7 +203,13 @@ def run_experiment(
         _swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if cells.computed or cells.kept:
+            log(
+                f"{exp_id}: stopped; {cells.computed + cells.kept} finished cells kept in "
+                f"{cells.folder}: rerun with --resume to continue from them"
+            )
         raise
+    cells.remove()
     return jsonable(summary)  # as written: NaN and missing values are null
 
 

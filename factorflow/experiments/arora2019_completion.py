@@ -73,6 +73,7 @@ def run(s: RecoverySettings, ctx) -> list[dict]:
         lambda n_obs, seed: synthetic_completion(s.shape, s.rank, n_obs, seed),
         ctx.device,
         ctx.log,
+        ctx.cell,
     )
 
 

@@ -65,7 +65,7 @@ def run(s: RecoverySettings, ctx: Context) -> list[dict[str, Any]]:
     def make_problem(n_obs: int, seed: int):
         return gaussian_sensing(s.shape, s.rank, n_obs, seed)
 
-    return recovery_grid(s, make_problem, ctx.device, ctx.log)
+    return recovery_grid(s, make_problem, ctx.device, ctx.log, ctx.cell)
 
 
 CLAIMS = (

@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -153,7 +154,8 @@ def _data(s: IRMAESettings, dataset: str, seed: int) -> tuple[torch.Tensor, ...]
     )
 
 
-def _one_model(s, ctx, dataset, l, seed, data) -> dict[str, Any]:
+def _one_model(s, ctx, dataset, l, seed, data) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Train one model and measure it: (its arrays, its row)."""
     x_tr, y_tr, x_te, y_te, source = data
     channels = int(x_tr.shape[1])
     arch = "shapes" if dataset == "shapes" else "mnist"
@@ -183,16 +185,15 @@ def _one_model(s, ctx, dataset, l, seed, data) -> dict[str, Any]:
     big = probes[str(max(s.probe_labels))]
     path = interpolate(model, codes_te[0], codes_te[1], steps=8)
     name = f"{dataset}_l{l}_s{seed}"
-    ctx.save_arrays(
-        name,
-        epochs=np.array([r["epoch"] for r in recs], dtype=np.float64),
-        spectra=np.array([r["spectrum"] for r in recs], dtype=np.float64),
-        spectrum=spec.numpy(),
-        samples=samples[:64].numpy(),
-        interpolation=path.numpy(),
-        test_images=x_te[:2].numpy(),
-    )
-    return {
+    arrays = {
+        "epochs": np.array([r["epoch"] for r in recs], dtype=np.float64),
+        "spectra": np.array([r["spectrum"] for r in recs], dtype=np.float64),
+        "spectrum": spec.numpy(),
+        "samples": samples[:64].numpy(),
+        "interpolation": path.numpy(),
+        "test_images": x_te[:2].numpy(),
+    }
+    return arrays, {
         "dataset": dataset,
         "l": l,
         "seed": seed,
@@ -220,7 +221,10 @@ def run(s: IRMAESettings, ctx: Context) -> list[dict[str, Any]]:
         for dataset in ("shapes", s.images):
             data = _data(s, dataset, seed)
             for l in s.ls:
-                rows.append(_one_model(s, ctx, dataset, l, seed, data))
+                key = f"{dataset}-l{l}-seed{seed}"
+                arrays, row = ctx.cell(key, partial(_one_model, s, ctx, dataset, l, seed, data))
+                ctx.save_arrays(row["arrays"], **arrays)
+                rows.append(row)
     return rows
 
 

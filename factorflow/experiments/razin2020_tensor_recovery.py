@@ -232,17 +232,21 @@ def run(s: Settings, ctx: Context) -> list[dict[str, Any]]:
     comparison_seeds = s.comparison_seeds or s.seeds
 
     def cell(setting, dims, rank, t_seed, seed, n_obs, inits, n_runs, flow_inits=()):  # noqa: ANN001
-        W, entry_order = nested_completion_target(dims, rank, seed=seed)
-        together = s.batch_inits == "together" or (s.batch_inits == "auto" and len(dims) <= 3)
-        r, t, a = recovery_cell(
-            setting, W, observe_first(W, entry_order, n_obs), target_rank=rank,
-            target_seed=t_seed, inits=inits, n_runs=n_runs, gd=s.gd,
-            patience=Patience(s.stop_loss, s.check_every, s.n_checks, s.extra_checks),
-            max_steps=s.max_steps(len(dims)), flow=s.flow, flow_inits=flow_inits,
-            flow_losses=s.flow_losses, flow_max_evals=s.flow_max_evals, loss=s.loss,
-            batch_inits=together, base_seed=10_000 * (s.target_seed + 1),
-            als_seed=s.target_seed, large_frac=s.large_frac, device=ctx.device, log=ctx.log,
-        )  # fmt: skip
+        def compute():  # noqa: ANN202
+            W, entry_order = nested_completion_target(dims, rank, seed=seed)
+            together = s.batch_inits == "together" or (s.batch_inits == "auto" and len(dims) <= 3)
+            return recovery_cell(
+                setting, W, observe_first(W, entry_order, n_obs), target_rank=rank,
+                target_seed=t_seed, inits=inits, n_runs=n_runs, gd=s.gd,
+                patience=Patience(s.stop_loss, s.check_every, s.n_checks, s.extra_checks),
+                max_steps=s.max_steps(len(dims)), flow=s.flow, flow_inits=flow_inits,
+                flow_losses=s.flow_losses, flow_max_evals=s.flow_max_evals, loss=s.loss,
+                batch_inits=together, base_seed=10_000 * (s.target_seed + 1),
+                als_seed=s.target_seed, large_frac=s.large_frac, device=ctx.device, log=ctx.log,
+            )  # fmt: skip
+
+        key = f"{setting}-order{len(dims)}-dim{dims[0]}-rank{rank}-target{t_seed}-n{n_obs}"
+        r, t, a = ctx.cell(key, compute)
         rows.extend(r), tensors.extend(t), arrays.update(a)
 
     def split(order: int, inits: tuple[float, ...], flow: bool) -> tuple[tuple, tuple]:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -216,6 +217,28 @@ def _name(prefix: str, std: float, seed: int) -> str:
     return f"{prefix}_std{std:g}_seed{seed}".replace(".", "p")
 
 
+def _fit_cell(s: Settings, opt: str, init, objective, seed: int, gd_lr: float, W_star):  # noqa: ANN001, ANN202
+    """One fit: its row and trajectory arrays, the method and the time axis."""
+    res, method, axis = _fit(s, opt, init, objective, seed, gd_lr)
+    row, arrays = fit_row(
+        res,
+        W_star,
+        target_rank=s.target_rank,
+        top_k=s.top_k,
+        large_frac=s.large_frac,
+        leave_frac=s.leave_frac,
+    )
+    if s.estimate_rank:
+        W = cp_to_tensor(res.params)[0].cpu().numpy()
+        row["estimated_rank"] = int(estimate_tensor_rank(W, tol=1e-6, max_rank=12))
+    return row, arrays, method, axis
+
+
+def _theorem_cell(init, objective, hybrid, stop, probes):  # noqa: ANN001, ANN202
+    """Theorem 1's check from the balanced init: its row and arrays."""
+    return theorem_row(flow_then_gd(balance_components(init), objective, hybrid, stop, probes))
+
+
 def run(s: Settings, ctx: Context) -> list[dict[str, Any]]:
     """Every optimizer from every init std, per seed, then the theorem check; one row each."""
     rows: list[dict[str, Any]] = []
@@ -244,18 +267,11 @@ def run(s: Settings, ctx: Context) -> list[dict[str, Any]]:
             base["init_fro_norm"] = float(torch.linalg.vector_norm(cp_to_tensor(init)))
             for opt in s.optimizers:
                 ctx.log(f"seed {seed}, std {std:g}: {opt}")
-                res, method, axis = _fit(s, opt, init, objective, seed, gd_lr)
-                row, arrays = fit_row(
-                    res,
-                    W_star,
-                    target_rank=s.target_rank,
-                    top_k=s.top_k,
-                    large_frac=s.large_frac,
-                    leave_frac=s.leave_frac,
+
+                row, arrays, method, axis = ctx.cell(
+                    f"fit-seed{seed}-std{std:g}-{opt}",
+                    partial(_fit_cell, s, opt, init, objective, seed, gd_lr, W_star),
                 )
-                if s.estimate_rank:
-                    W = cp_to_tensor(res.params)[0].cpu().numpy()
-                    row["estimated_rank"] = int(estimate_tensor_rank(W, tol=1e-6, max_rank=12))
                 if opt == "gd":
                     row.update(gd_lr=gd_lr, lambda_star=lam_star)
                 name = _name(f"traj_{opt}", std, seed)
@@ -268,8 +284,10 @@ def run(s: Settings, ctx: Context) -> list[dict[str, Any]]:
                 )
                 probes = component_probes(s.top_k, objective, s.rate_rel_floor)
                 hybrid = _hybrid(s, seed, stop_at_switch=True)
-                res = flow_then_gd(balance_components(init), objective, hybrid, stop, probes)
-                row, arrays = theorem_row(res)
+                row, arrays = ctx.cell(
+                    f"theorem-seed{seed}-std{std:g}",
+                    partial(_theorem_cell, init, objective, hybrid, stop, probes),
+                )
                 name = _name("theorem", std, seed)
                 ctx.save_arrays(name, **arrays)
                 rows.append({**base, **row, "kind": "theorem_check", "trajectory": name})

@@ -147,27 +147,32 @@ def run(s: Settings, ctx: Context) -> list[dict[str, Any]]:
     weights: dict[str, np.ndarray] = {}
     for optimizer in s.optimizers:
         for group in groups:
-            keys, batch, res = fit_group(
-                group,
-                optimizer,
-                s.ranks,
-                seeds,
-                lbfgs=s.lbfgs,
-                adam=s.adam,
-                adam_log=s.adam_log,
-                init_mean=s.init_mean,
-                init_std=s.init_std,
-                target_range=s.positive_value - s.negative_value,
-                dtype=getattr(torch, s.dtype),
-                record_every=s.record_every,
-                device=ctx.device,
-            )
-            epochs = None if optimizer == "lbfgs" else getattr(s, optimizer).epochs
-            r, t, w = group_rows(group, optimizer, keys, batch, res, info=info, epochs=epochs, **lv)
+
+            def fit(group=group, optimizer=optimizer):  # noqa: ANN001, ANN202
+                keys, batch, res = fit_group(
+                    group,
+                    optimizer,
+                    s.ranks,
+                    seeds,
+                    lbfgs=s.lbfgs,
+                    adam=s.adam,
+                    adam_log=s.adam_log,
+                    init_mean=s.init_mean,
+                    init_std=s.init_std,
+                    target_range=s.positive_value - s.negative_value,
+                    dtype=getattr(torch, s.dtype),
+                    record_every=s.record_every,
+                    device=ctx.device,
+                )
+                epochs = None if optimizer == "lbfgs" else getattr(s, optimizer).epochs
+                out = group_rows(group, optimizer, keys, batch, res, info=info, epochs=epochs, **lv)
+                return (*out, f"{batch.n_fits} fits, {res.wall_s:.1f} s")
+
+            r, t, w, what = ctx.cell(f"{optimizer}-{group.name}", fit)
             rows += r
             traces.update(t)
             weights.update(w)
-            ctx.log(f"{optimizer} {group.name}: {batch.n_fits} fits, {res.wall_s:.1f} s")
+            ctx.log(f"{optimizer} {group.name}: {what}")
     ctx.save_arrays("traces", **traces)
     ctx.save_arrays("weights", **weights)
     return rows

@@ -20,6 +20,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -199,9 +200,13 @@ def recovery_grid(
     make_problem: Callable[[int, int], Problem],
     device: torch.device | str = "cpu",
     log: Callable[[str], None] = print,
+    cell: Callable[[str, Callable[[], Any]], Any] = lambda key, compute: compute(),
 ) -> list[dict[str, Any]]:
     """Train the grid ``s`` (one run at a time) and solve the baseline; ``make_problem(n_obs,
-    seed)`` builds a CPU float64 problem. Returns the rows (schema :data:`COLUMNS`)."""
+    seed)`` builds a CPU float64 problem. Returns the rows (schema :data:`COLUMNS`).
+
+    ``cell(key, compute)``: each baseline solve and each training run goes through it (the
+    runner's :meth:`~factorflow.experiment.Context.cell`, so an interrupted grid resumes)."""
     dtype = {"float64": torch.float64, "float32": torch.float32}[s.dtype]
     dev = torch.device(device)
     rows: list[dict[str, Any]] = []
@@ -212,7 +217,11 @@ def recovery_grid(
             common = {"n_obs": n_obs, "seed": seed}
             rows.append({**common, "method": "ground_truth", **_matrix_metrics(W_star, W_star)})
             if s.nnm and (not s.nnm_n_obs or n_obs in s.nnm_n_obs):
-                row = {**common, **solve_nuclear_norm(problem_cpu, s.nnm_solver, s.nnm_tol)}
+                nnm = cell(
+                    f"nnm-seed{seed}-n{n_obs}",
+                    partial(solve_nuclear_norm, problem_cpu, s.nnm_solver, s.nnm_tol),
+                )
+                row = {**common, **nnm}
                 rows.append(row)
                 log(
                     f"seed {seed} n_obs {n_obs}: nuclear-norm min recon_mse "
@@ -224,7 +233,14 @@ def recovery_grid(
             for depth in s.depths:
                 for opt in s.optimizers:
                     for scale in _scales_for(s, opt, depth, n_obs, seed):
-                        rows.append(_train_one(s, objective, opt, depth, scale, seed, dtype, dev))
+                        rows.append(
+                            cell(
+                                f"dmf-seed{seed}-n{n_obs}-depth{depth}-{opt}-init{scale:g}",
+                                partial(
+                                    _train_one, s, objective, opt, depth, scale, seed, dtype, dev
+                                ),
+                            )
+                        )
                         r = rows[-1]
                         log(
                             f"seed {seed} n_obs {n_obs} depth {depth} {opt} init {scale:.0e}: "

@@ -1,0 +1,104 @@
+"""Finished cells of an unfinished run, kept on disk so a paper-scale run can span sittings.
+
+A *cell* is one unit of an experiment's work with a key of its own (one grid cell, one seed,
+one model), a deterministic function of the settings and that key: its random draws come from
+its own seeds, never from a stream that earlier cells advanced. :meth:`CellStore.get` computes a
+cell, or returns the value a previous attempt stored under the same key, and stores every new
+value at once (pickle, written to a temporary name and renamed, so a kill never leaves half a
+file). The runner (:func:`factorflow.runner.run_experiment`) opens one store per result folder
+beside it (``.<name>.cells``), stamped with the experiment, scale and settings; ``resume``
+reuses a store with the same stamp (and refuses one with another), a fresh run discards it, and
+a finished run removes it. Pickle runs code from the file it reads: the store is a private
+cache, read only from a folder the same user wrote.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import shutil
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from factorflow.results import jsonable, read_json, write_json
+
+__all__ = ["CellStore"]
+
+T = TypeVar("T")
+_STAMP = "stamp.json"
+
+
+class CellStore:
+    """A folder of finished cells: ``<key>.pkl`` each, and ``stamp.json`` naming the run they
+    belong to (``stamp``: a JSON-able mapping, e.g. experiment, scale and settings)."""
+
+    def __init__(self, folder: Path, stamp: Mapping[str, Any]) -> None:
+        self.folder = Path(folder)
+        self.stamp = jsonable(dict(stamp))
+        self.kept = 0  # cells returned from the store in this attempt
+        self.computed = 0  # cells computed (and stored) in this attempt
+        self._seen: set[str] = set()
+
+    @classmethod
+    def open(
+        cls,
+        folder: Path,
+        stamp: Mapping[str, Any],
+        *,
+        resume: bool,
+        log: Callable[[str], None] = print,
+    ) -> CellStore:
+        """The store for a run with ``stamp``. An existing folder is reused with ``resume`` when
+        its stamp is the same, refused (ValueError) with ``resume`` when it is not, and discarded
+        without ``resume``."""
+        store = cls(folder, stamp)
+        if store.folder.exists():
+            old = store.folder / _STAMP
+            n = len(list(store.folder.glob("*.pkl")))
+            same = old.is_file() and read_json(old) == store.stamp
+            if resume and same:
+                log(f"resuming: {n} finished cells in {store.folder}")
+                return store
+            if resume and n:
+                raise ValueError(
+                    f"{store.folder} holds {n} finished cells of a run with other settings; "
+                    "rerun with the same settings and --resume, or without --resume to discard them"
+                )
+            if n:
+                log(f"discarding {n} finished cells of an interrupted run (--resume keeps them)")
+            shutil.rmtree(store.folder)
+        store.folder.mkdir(parents=True)
+        write_json(store.folder / _STAMP, store.stamp)
+        return store
+
+    def _path(self, key: str) -> Path:
+        if not re.fullmatch(r"[A-Za-z0-9_.=+-]+", key) or key.startswith("."):
+            raise ValueError(f"cell key must be letters, digits and _.=+- only, got {key!r}")
+        return self.folder / f"{key}.pkl"
+
+    def get(self, key: str, compute: Callable[[], T]) -> T:
+        """The value of cell ``key``: from the store when a previous attempt finished it, else
+        ``compute()``, stored before it is returned. A key used twice in one run is an error
+        (two cells would share one file)."""
+        path = self._path(key)
+        if key in self._seen:
+            raise ValueError(f"cell key {key!r} used twice in one run")
+        self._seen.add(key)
+        if path.is_file():
+            with path.open("rb") as f:
+                value = pickle.load(f)  # noqa: S301 - our own cache, see the module doc
+            self.kept += 1
+            return value
+        value = compute()
+        tmp = path.with_name(f".{path.name}.tmp")
+        with tmp.open("wb") as f:
+            pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)
+        self.computed += 1
+        return value
+
+    def remove(self) -> None:
+        """Delete the store (the run finished: its result holds everything)."""
+        shutil.rmtree(self.folder, ignore_errors=True)

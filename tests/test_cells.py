@@ -1,0 +1,91 @@
+"""Finished cells survive an interrupted run (factorflow.cells): the store on its own, and the
+runner resuming an experiment from the cells an interrupted attempt finished, to the same
+result as an uninterrupted run."""
+
+from __future__ import annotations
+
+import pytest
+
+from factorflow import runner
+from factorflow.cells import CellStore
+from factorflow.recovery import grid as recovery_grid_module
+
+STAMP = {"experiment": "x", "scale": "smoke", "config": {"a": 1}}
+
+
+def test_store_computes_once_and_keeps_across_attempts(tmp_path):
+    calls = []
+    s1 = CellStore.open(tmp_path / "c", STAMP, resume=False)
+    assert s1.get("a-1", lambda: calls.append(1) or {"v": [1.5]}) == {"v": [1.5]}
+    s2 = CellStore.open(tmp_path / "c", STAMP, resume=True)
+    assert s2.get("a-1", lambda: calls.append(2) or {"v": 0}) == {"v": [1.5]}
+    assert s2.get("a-2", lambda: calls.append(3) or 7) == 7
+    assert calls == [1, 3]
+    assert (s2.kept, s2.computed) == (1, 1)
+    s2.remove()
+    assert not (tmp_path / "c").exists()
+
+
+def test_store_refuses_other_settings_on_resume_and_discards_without(tmp_path):
+    s = CellStore.open(tmp_path / "c", STAMP, resume=False)
+    s.get("k", lambda: 1)
+    other = {**STAMP, "config": {"a": 2}}
+    with pytest.raises(ValueError, match="other settings"):
+        CellStore.open(tmp_path / "c", other, resume=True)
+    assert (tmp_path / "c" / "k.pkl").is_file()  # refused: nothing discarded
+    lines = []
+    fresh = CellStore.open(tmp_path / "c", STAMP, resume=False, log=lines.append)
+    assert "discarding 1 finished cells" in lines[0]
+    assert fresh.get("k", lambda: 2) == 2
+
+
+def test_store_rejects_bad_and_repeated_keys(tmp_path):
+    s = CellStore.open(tmp_path / "c", STAMP, resume=False)
+    with pytest.raises(ValueError, match="letters, digits"):
+        s.get("../x", lambda: 1)
+    s.get("k", lambda: 1)
+    with pytest.raises(ValueError, match="used twice"):
+        s.get("k", lambda: 1)
+
+
+def _rows_without_timing(summary):
+    drop = {"wall_s", "elapsed_s"}
+    return [{k: v for k, v in r.items() if k not in drop} for r in summary["rows"]]
+
+
+def test_interrupted_experiment_resumes_from_its_finished_cells(tmp_path, monkeypatch):
+    real = recovery_grid_module._train_one
+    calls = []
+
+    def counting(*a, **k):
+        calls.append(a[2:5])
+        return real(*a, **k)
+
+    monkeypatch.setattr(recovery_grid_module, "_train_one", counting)
+    exp, quiet = "arora2019-completion", {"log": lambda m: None}
+    whole = runner.run_experiment(exp, tmp_path / "whole", scale="smoke", **quiet)
+    n = len(calls)
+    assert n > 4 and not (tmp_path / ".whole.cells").exists()  # removed when finished
+
+    calls.clear()
+
+    def fail_at_fourth(*a, **k):
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return counting(*a, **k)
+
+    monkeypatch.setattr(recovery_grid_module, "_train_one", fail_at_fourth)
+    lines = []
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_experiment(exp, tmp_path / "r", scale="smoke", log=lines.append)
+    assert not (tmp_path / "r").exists()
+    assert any("rerun with --resume" in m for m in lines)
+    assert len(list((tmp_path / ".r.cells").glob("dmf-*.pkl"))) == 3
+
+    monkeypatch.setattr(recovery_grid_module, "_train_one", counting)
+    calls.clear()
+    resumed = runner.run_experiment(exp, tmp_path / "r", scale="smoke", resume=True, **quiet)
+    assert len(calls) == n - 3  # the three finished cells were not trained again
+    assert _rows_without_timing(resumed) == _rows_without_timing(whole)
+    assert [c["holds"] for c in resumed["claims"]] == [c["holds"] for c in whole["claims"]]
+    assert not (tmp_path / ".r.cells").exists()
