@@ -32,9 +32,8 @@ from __future__ import annotations
 
 import time
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import cvxpy as cp
 import numpy as np
 
 from factorflow.baselines.nuclear_norm_admm import (
@@ -49,6 +48,9 @@ from factorflow.baselines.nuclear_norm_common import (
     _result,
 )
 from factorflow.problems.completion import Completion
+
+if TYPE_CHECKING:
+    import cvxpy as cp
 
 __all__ = [
     "NuclearNormResult",
@@ -88,6 +90,8 @@ def _solve(
     verbose: bool,
     solver_kwargs: dict[str, Any] | None,
 ) -> NuclearNormResult:
+    import cvxpy as cp  # on first use: the ADMM solvers and the rest run without cvxpy
+
     if eps <= 0 or max_iters < 1:
         raise ValueError(
             f"eps must be > 0 and max_iters >= 1, got eps={eps}, max_iters={max_iters}"
@@ -171,6 +175,8 @@ def nuclear_norm_min(
         SolverError: status not "optimal" (unless ``allow_inaccurate``), or no primal point.
         ValueError / TypeError: invalid inputs.
     """
+    import cvxpy as cp  # on first use: the ADMM solvers and the rest run without cvxpy
+
     if (obs is None) == (sensing is None):
         raise ValueError("give exactly one of obs (completion) or sensing=(A, y)")
     common = dict(
@@ -244,6 +250,8 @@ def nuclear_norm_min_sensing(
     Returns:
         :class:`NuclearNormResult` with ``X`` of shape ``(d1, d2)``.
     """
+    import cvxpy as cp  # on first use: the ADMM solvers and the rest run without cvxpy
+
     tol = _check_tol(tol)
     A_arr, y_arr = _check_sensing(A, y)
     m, d1, d2 = A_arr.shape
