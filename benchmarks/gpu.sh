@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The GPU checks and paper-scale GPU timings of issue 13 (item 6) in one go, for a session that is
+# lent a CUDA device. Never needed by CI. About 8 minutes; each part has its own time limit, so a
+# slow part costs its limit and the rest still runs.
+#
+#   here, once:     bash benchmarks/gpu_wheels.sh      (tensorly and Fashion-MNIST into .whl/)
+#   on the device:  bash benchmarks/gpu.sh             (device tool: carry [".whl"], timeout 560)
+#
+# Writes into $OUT (the device tool's folder; out/gpu elsewhere): env.txt, tests.txt,
+# tensor_dynamics.txt and irmae.txt (logs with per-part wall times), and the summary.json of each
+# paper-scale part that finished. The device image's python3 has torch; factorflow runs from
+# the working tree (PYTHONPATH), with the carried wheels installed under /tmp/site.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-out/gpu}
+mkdir -p "$OUT"
+PY=${PYTHON:-python3}
+export PYTHONUNBUFFERED=1 MPLBACKEND=Agg PYTHONPATH="$PWD"
+if [ -d .whl ]; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl && export PYTHONPATH="/tmp/site:$PWD"
+  [ -d .whl/data ] && export FACTORFLOW_DATA_DIR="$PWD/.whl/data"
+fi
+WORK=$(mktemp -d)
+
+part() {  # part NAME LIMIT_S COMMAND...: run, log with its wall time, never stop the script
+  local name=$1 limit=$2
+  shift 2
+  local t0=$SECONDS
+  timeout "$limit" "$@" >"$OUT/$name.txt" 2>&1
+  local rc=$?
+  echo "== $name: exit $rc after $((SECONDS - t0)) s (limit $limit s)" | tee -a "$OUT/$name.txt"
+}
+
+{
+  nvidia-smi
+  $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(),
+torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')"
+} >"$OUT/env.txt" 2>&1
+
+# 1. every experiment at smoke scale on the device; the engine on the device equals the CPU
+part tests 200 $PY -m pytest -m gpu -q -p no:cacheprovider -o addopts="" tests/test_gpu.py \
+  tests/test_nn.py
+
+# 2. paper-scale tensor dynamics (R = 1000 on a 10^4 tensor), one seed, on the device
+part tensor_dynamics 150 $PY -m factorflow.cli reproduce razin2021-dynamics --scale paper \
+  --seeds 1 --device cuda --out "$WORK/td"
+[ -f "$WORK/td/summary.json" ] && cp "$WORK/td/summary.json" "$OUT/tensor_dynamics.summary.json"
+
+# 3. paper-scale IRMAE, one model (Fashion-MNIST, l = 8; 100 epochs): the log has each epoch's
+#    loss, so a run cut at the limit still gives the time per epoch
+part irmae 150 $PY -m factorflow.cli reproduce irmae --scale paper --seeds 1 --device cuda \
+  --option 'ls=[8]' --out "$WORK/irmae"
+[ -f "$WORK/irmae/summary.json" ] && cp "$WORK/irmae/summary.json" "$OUT/irmae.summary.json"
+
+tail -n 3 "$OUT"/*.txt
