@@ -30,8 +30,11 @@ subset; the rows' ``source`` column says where the images came from.
 Scales: ``quick`` = a random 20,000 of the 60,000 train images (``subset_seed`` 0), all 10,000
 test images, R in {1, 2, 5}, 100 L-BFGS steps, 1 seed (~30 s on one core; below ~20,000 images
 the random controls' rank-1 fits drop well under the label variance: ~20 % at 5,000). ``paper``
-= all images, R = 1..15, L-BFGS (1,000 steps) and the paper's Adam, 3 seeds (Adam alone ~29 h
-on 2 cores, from measured epoch times). ``smoke`` = the 8x8 digits, R in {1, 2}, 15 steps.
+= all images, R = 1..15, 3 seeds, L-BFGS (1,000 steps; ~1.9 h on 2 cores), so that the talk
+runs at paper scale in hours: the paper's Adam (with the authors' clamp, 10,000 epochs, ~14-21 h
+from measured epoch times) is one option away, ``--option 'optimizers=["lbfgs", "adam"]'``, and
+until it runs the ``[adam]`` claims say "not judged" with that reason (issue 13, item 3).
+``smoke`` = the 8x8 digits, R in {1, 2}, 15 steps.
 """
 
 from __future__ import annotations
@@ -115,7 +118,7 @@ QUICK = Settings(n_train=20_000, lbfgs=LBFGSConfig(steps=100))
 PAPER = Settings(
     seeds=3,
     ranks=tuple(range(1, 16)),
-    optimizers=("lbfgs", "adam"),
+    optimizers=("lbfgs",),  # the paper's Adam: --option 'optimizers=["lbfgs", "adam"]'
     lbfgs=LBFGSConfig(steps=1000),
     adam=AdamConfig(max_value=1.02),
     record_every=10,
@@ -188,8 +191,9 @@ PAPER_R15 = {"fashion-mnist": [0.009, 0.056], "mnist": [0.003, 0.029]}
 def _measure(fn: Any, optimizer: str) -> Any:
     def measure(r: Result) -> Any:
         if optimizer not in r.settings.optimizers:
-            raise NotJudged(f"{optimizer} was not run at this scale (optimizers: "
-                            f"{', '.join(r.settings.optimizers)})")  # fmt: skip
+            raise NotJudged(f"{optimizer} was not run (optimizers: "
+                            f"{', '.join(r.settings.optimizers)}); --option 'optimizers="
+                            f"[\"lbfgs\", \"{optimizer}\"]' runs it")  # fmt: skip
         return fn(r.rows, optimizer)
 
     return measure
