@@ -104,6 +104,31 @@ def test_flow_then_gd_reaches_the_flows_end_state_and_records_the_switch() -> No
     assert float(part.time[0]) == pytest.approx(info["switch_time"])
 
 
+def test_flow_then_cvode_reaches_the_flows_end_state() -> None:
+    """late="cvode": the stiff phase by CVODE instead of GD; the same end state as the flow
+    alone and as flow-then-GD (which is cheaper is a question of scale: bench_cp.py)."""
+    pytest.importorskip("sksundae")
+    _, obj = _problem()
+    init = [
+        f.double() for f in init_cp((4, 4, 4), 8, 0.05, generator=torch.Generator().manual_seed(1))
+    ]
+    stop = Stop(loss_below=1e-6, max_steps=20_000)
+    flow = train(init, obj, Flow(method="LSODA"), stop, Schedule(per_decade=2))
+    gd = flow_then_gd(init, obj, FlowThenGD(check_every=10), stop)
+    res = flow_then_gd(init, obj, FlowThenGD(check_every=10, late="cvode"), stop)
+    assert res.status == ["converged"] and float(res.final_loss[0]) <= 1e-6 * (1 + 1e-9)
+    info = res.info
+    assert res.method == "flow then CVODE" and info["gd_steps"] == 0
+    assert info["late_evals"] > 0 and info["switch_time"] < float(res.time[0])
+    assert set(np.unique(res.trajectory.values["phase"][:, 0])) == {0, 1}
+    W_flow = cp_to_tensor(flow.params)
+    assert float((cp_to_tensor(res.params) - W_flow).norm() / W_flow.norm()) < 1e-2
+    W_gd = cp_to_tensor(gd.params)
+    assert float((cp_to_tensor(res.params) - W_gd).norm() / W_gd.norm()) < 1e-2
+    with pytest.raises(ValueError, match="late"):
+        FlowThenGD(late="euler")
+
+
 def test_flow_then_gd_patience_and_input_checks() -> None:
     _, obj = _problem()
     init = [

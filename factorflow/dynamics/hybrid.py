@@ -15,6 +15,9 @@ step. :func:`flow_then_gd` does that switch:
 2. GD phase: chunks of ``gd_chunk`` steps at ``lr = safety * 2 / lambda_max``, ``lambda_max``
    re-estimated before each chunk (warm-started power iteration); a chunk whose loss rises or
    diverges is redone from its start at half the step (up to ``max_attempts`` tries);
+   With ``late="cvode"`` the stiff phase is instead integrated by SUNDIALS CVODE (BDF, implicit:
+   its steps are limited by accuracy, not stability; :mod:`factorflow.dynamics.stiff`) in one
+   call to the stop, records at 20 points per decade of flow time;
 3. ``patience_steps`` > 0: after the first crossing of ``stop.loss_below``, that many more GD
    steps (lr re-estimated there), as a "stop once the loss stayed below the threshold" rule.
 
@@ -74,6 +77,7 @@ class FlowThenGD:
     patience_steps: int = 0
     seed: int = 0
     stop_at_switch: bool = False
+    late: str = "gd"
 
     def __post_init__(self) -> None:
         if not 0 < self.safety < 1:
@@ -84,6 +88,8 @@ class FlowThenGD:
             raise ValueError("switch_h_lambda, rtol and atol must be > 0")
         if self.patience_steps < 0:
             raise ValueError(f"patience_steps must be >= 0, got {self.patience_steps}")
+        if self.late not in ("gd", "cvode"):
+            raise ValueError(f"late must be 'gd' or 'cvode', got {self.late!r}")
 
 
 def chain_results(parts: Sequence[TrainResult], phases: Sequence[int] | None = None) -> Trajectory:
@@ -189,6 +195,7 @@ def flow_then_gd(
     parts: list[TrainResult] = []
     phases: list[int] = []
     t_off, step_off, flow_steps, flow_nfev, hvps, redos, wasted = 0.0, 0, 0, 0, 0, 0, 0
+    late_evals = 0
     h_last: float | None = None
     v: list[torch.Tensor] | None = None
     switch: dict[str, float] | None = None
@@ -244,6 +251,15 @@ def flow_then_gd(
                 if m.stop_at_switch:
                     status = "switched"
                     break
+        elif m.late == "cvode":  # the stiff phase by CVODE BDF, to the stop in one call
+            flow = Flow(method="cvode", rtol=m.rtol, atol=m.atol, first_step=h_last)
+            late_stop = Stop(
+                loss_below=stop.loss_below, max_steps=budget - step_off, max_wall_s=left
+            )
+            res = train(params, loss_fn, flow, late_stop, Schedule(per_decade=20), probes)
+            late_evals += int(res.n_evals)
+            status = add(res, 1)
+            break
         else:  # GD phase, the step re-estimated every chunk
             lr = m.safety * 2.0 / lam_max()
             start = float(loss_fn([p.detach() for p in params])[0])
@@ -277,9 +293,12 @@ def flow_then_gd(
         res = train(params, loss_fn, GD(lr), more, Schedule(every=m.gd_record_every), probes)
         status = "converged" if res.status[0] == "max_steps" else res.status[0]
         add(res, 2)
+    late_name = "CVODE" if m.late == "cvode" else "GD"
     info.update(
-        method="flow then GD" if switch else "flow",
+        method=f"flow then {late_name}" if switch else "flow",
         flow_method="RK45",
+        late=m.late,
+        late_evals=late_evals,
         flow_accepted_steps=flow_steps,
         flow_nfev=flow_nfev,
         hessian_vector_products=hvps,
@@ -287,7 +306,7 @@ def flow_then_gd(
         switch_step=None if switch is None else int(switch["step"]),
         switch_h=None if switch is None else switch["h"],
         switch_lambda_max=None if switch is None else switch["lambda_max"],
-        gd_steps=int(step_off - (switch["step"] if switch else step_off)),
+        gd_steps=int(step_off - (switch["step"] if switch else step_off)) if m.late == "gd" else 0,
         gd_lr_min=min(lrs) if lrs else None,
         gd_lr_max=max(lrs) if lrs else None,
         gd_redos=redos,
