@@ -16,7 +16,7 @@ Evaluations count field (gradient) evaluations and exact Hessian-vector products
 <= 8,000 evaluations, >= 20x less wall than RK45, recon_mse within 1 % and top-5 singular values
 within 1e-4 relative of RK45's end state. Writes ``benchmarks/results/bench_stiff.json``.
 
-    python benchmarks/bench_stiff.py [--threshold 1e-8] [--skip-rk45]
+    python benchmarks/bench_stiff.py [--threshold 1e-8] [--skip-rk45] [--problem sensing]
 
 Measured (``python benchmarks/bench_stiff.py``, ``bench_stiff.json``): one process, one thread,
 on a machine with 2 slow cores shared with other engineers' jobs (load average 7-12 during the
@@ -57,7 +57,7 @@ from factorflow import metrics
 from factorflow.dynamics import Flow, Schedule, Stop, train
 from factorflow.factorizations.dmf import end_to_end, init_dmf
 from factorflow.objectives import DMFObjective
-from factorflow.problems.matrix import synthetic_completion
+from factorflow.problems.matrix import gaussian_sensing, synthetic_completion
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -71,8 +71,9 @@ VARIANTS = {
 }
 
 
-def run_variant(name: str, threshold: float) -> dict:
-    problem = synthetic_completion((100, 100), 5, 2000, 0)
+def run_variant(name: str, threshold: float, kind: str = "completion") -> dict:
+    make = synthetic_completion if kind == "completion" else gaussian_sensing
+    problem = make((100, 100), 5, 2000, 0)
     obj = DMFObjective(problem, "mse")
     factors, _ = init_dmf((100, 100), 3, init="gaussian", init_scale=1e-3, seeds=[0])
     flow = Flow(rtol=1e-7, atol=1e-10, **VARIANTS[name])
@@ -101,6 +102,13 @@ def main() -> None:
     ap.add_argument("--threshold", type=float, default=1e-8)
     ap.add_argument("--skip-rk45", action="store_true", help="no reference run (no ratios)")
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS))
+    ap.add_argument(
+        "--problem",
+        choices=["completion", "sensing"],
+        default="completion",
+        help="sensing: gaussian_sensing((100,100),5,2000,0), the sensing experiment's instance "
+        "(no preconditioner applies: it is for completion)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     try:
@@ -111,7 +119,8 @@ def main() -> None:
         pass
     names = [v for v in args.variants if not (args.skip_rk45 and v == "RK45")]
     out: dict = {
-        "problem": "synthetic_completion((100,100),5,2000,0), depth 3, gaussian 1e-3, seed 0, mse",
+        "problem": ("synthetic_completion" if args.problem == "completion" else "gaussian_sensing")
+        + "((100,100),5,2000,0), depth 3, gaussian 1e-3, seed 0, mse",
         "threshold": args.threshold,
         "threads": 1,
         "machine": platform.processor() or platform.machine(),
@@ -119,9 +128,10 @@ def main() -> None:
         "runs": [],
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / ("bench_stiff.json" if args.threshold == 1e-8 else "bench_stiff_thr.json")
+    stem = "bench_stiff" if args.problem == "completion" else "bench_stiff_sensing"
+    path = RESULTS / (f"{stem}.json" if args.threshold == 1e-8 else f"{stem}_thr.json")
     for name in names:
-        r = run_variant(name, args.threshold)
+        r = run_variant(name, args.threshold, args.problem)
         out["runs"].append(r)
         print(
             f"{name:18s} {r['status']:9s} evals {r['evals']:8d} (hvp {r['n_hvp']:5d})  "
