@@ -28,10 +28,14 @@ time), for runs neither the experiment nor the authors ran with GD.
 Prints the totals and ratios; writes JSON (default ``benchmarks/results/bench_razin2020.json``).
 One thread; ratios within one process are what counts on a shared machine.
 
-Measured (``bench_razin2020.json``; 2 cores shared with other engineers' jobs, load average ~7):
-flow 175 s for the 36 runs, 83.5 s for the 18 at alpha 8e-3; GD on those 18, one run at a time,
-4.27e4 s = 11.9 h extrapolated: 512x; batched per depth (the experiment's way) 9.84e3 s =
-2.7 h: 118x. Reference only: GD one at a time at alpha 1e-3 (never run) would add 342 h.
+Measured (``bench_razin2020.json``; 2 cores, one of them running a paper-scale talk): flow 9.9 s
+for the 36 runs, 5.1 s for the 18 at alpha 8e-3 (the tiny-problem numpy field,
+:mod:`factorflow.dynamics.tiny`; 175 s before it); GD on those 18 with the engine's fast loop
+(22-48 us per step), one run at a time, 1.42e3 s = 0.39 h extrapolated: 279x; batched per depth
+(the experiment's way) 398 s: 78x. The experiment itself ran at paper scale in 507 s, every GD
+run to its stop (``reproduce razin2020-2x2 --scale paper``). Before the fast loop: 11.9 h and
+2.7 h (512x and 118x against the slower flow). Reference only: GD one at a time at alpha 1e-3
+(never run) would take 12 h.
 """
 
 from __future__ import annotations
