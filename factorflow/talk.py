@@ -82,14 +82,14 @@ def _excerpt(tb: str, n: int = TRACEBACK_LINES) -> str:
 #: Wall seconds of each experiment at quick scale, measured in a `--jobs 2` talk run on the
 #: 2-core reference machine (README); only used to start the longest first when ``jobs > 1``.
 QUICK_SECONDS: dict[str, float] = {
-    "arora2019-completion": 65.0,
-    "arora2019-dynamics": 105.0,
-    "razin2020-2x2": 22.0,
-    "razin2020-perturbed": 13.0,
+    "arora2019-completion": 63.0,
+    "arora2019-dynamics": 107.0,
+    "razin2020-2x2": 9.0,
+    "razin2020-perturbed": 5.0,
     "razin2020-tensor-recovery": 11.0,
-    "razin2021-dynamics": 50.0,
+    "razin2021-dynamics": 48.0,
     "razin2021-natural-rank": 8.0,
-    "jing2020-irmae": 203.0,
+    "jing2020-irmae": 204.0,
 }
 
 
