@@ -56,7 +56,7 @@ class CellStore:
         store = cls(folder, stamp)
         if store.folder.exists():
             old = store.folder / _STAMP
-            n = len(list(store.folder.glob("*.pkl")))
+            n = len(list(store.folder.glob("*.pkl"))) + len(list(store.folder.glob("*.partial")))
             same = old.is_file() and read_json(old) == store.stamp
             if resume and same:
                 log(f"resuming: {n} finished cells in {store.folder}")
@@ -98,6 +98,11 @@ class CellStore:
         os.replace(tmp, path)
         self.computed += 1
         return value
+
+    def scratch(self, key: str) -> Path:
+        """A file for the partial state of cell ``key`` while it runs (a training checkpoint,
+        say): kept with the store across attempts, removed with it."""
+        return self._path(key).with_suffix(".partial")
 
     def remove(self) -> None:
         """Delete the store (the run finished: its result holds everything)."""

@@ -258,6 +258,11 @@ class Context:
         the key only (its own seeds), so a kept cell equals a recomputed one."""
         return compute() if self.cells is None else self.cells.get(key, compute)
 
+    def scratch(self, key: str) -> Path | None:
+        """Where cell ``key`` may keep partial state while it runs (a training checkpoint), kept
+        for ``--resume`` like finished cells; None when the run keeps no cells."""
+        return None if self.cells is None else self.cells.scratch(key)
+
     def save_arrays(self, name: str, **arrays: Any) -> str:
         """Write ``name.npz`` (numpy arrays or tensors) into the result folder; returns the file
         name. Figures and claims read it back through :meth:`Result.arrays`."""

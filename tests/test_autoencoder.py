@@ -187,3 +187,30 @@ def test_input_errors(shapes):
         latent_spectrum(torch.zeros(1, 4))
     with pytest.raises(ValueError, match="n_labels"):
         fit_probe(torch.zeros(10, 4), torch.zeros(10, dtype=torch.int64), n_labels=11)
+
+
+def test_training_resumes_from_its_checkpoint_to_the_same_model(shapes, tmp_path):
+    """Interrupted after epoch 2 of 3 and resumed from the checkpoint: the same history and
+    weights as an uninterrupted run (model, Adam and the shuffling generator are restored)."""
+    x = shapes[0][:48]
+    kw = {"epochs": 3, "batch_size": 16, "lr": 1e-3, "seed": 2, "eval_images": x[:16]}
+    whole_model = IRMAE(8, 1, channels=3, arch="shapes", seed=1)
+    whole = train_autoencoder(whole_model, x, **kw)
+
+    def stop_at_2(record):
+        if record["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    ck = tmp_path / "ck.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train_autoencoder(IRMAE(8, 1, channels=3, arch="shapes", seed=1), x, checkpoint=ck,
+                          callback=stop_at_2, **kw)  # fmt: skip
+    assert ck.is_file()  # epoch 1 was saved
+    m = IRMAE(8, 1, channels=3, arch="shapes", seed=9)  # another init: the checkpoint wins
+    resumed = train_autoencoder(m, x, checkpoint=ck, **kw)
+    assert [r["epoch"] for r in resumed["epochs"]] == [0, 1, 2, 3]
+    assert [r["train_loss"] for r in resumed["epochs"][1:]] == [
+        r["train_loss"] for r in whole["epochs"][1:]
+    ]
+    for a, b in zip(m.state_dict().values(), whole_model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)

@@ -89,3 +89,16 @@ def test_interrupted_experiment_resumes_from_its_finished_cells(tmp_path, monkey
     assert _rows_without_timing(resumed) == _rows_without_timing(whole)
     assert [c["holds"] for c in resumed["claims"]] == [c["holds"] for c in whole["claims"]]
     assert not (tmp_path / ".r.cells").exists()
+
+
+def test_scratch_files_live_and_die_with_the_store(tmp_path):
+    s = CellStore.open(tmp_path / "c", STAMP, resume=False)
+    path = s.scratch("model-l8-seed0-training")
+    assert path.parent == tmp_path / "c" and path.suffix == ".partial"
+    path.write_bytes(b"state")
+    again = CellStore.open(tmp_path / "c", STAMP, resume=True)
+    assert again.scratch("model-l8-seed0-training").read_bytes() == b"state"
+    with pytest.raises(ValueError, match="other settings"):  # a partial cell counts as work
+        CellStore.open(tmp_path / "c", {**STAMP, "scale": "paper"}, resume=True)
+    again.remove()
+    assert not path.exists()

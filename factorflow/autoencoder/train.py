@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -61,6 +63,7 @@ def train_autoencoder(
     spectrum_every: int = 1,
     callback: Callable[[dict], None] | None = None,
     max_time: float | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
 ) -> dict:
     """Train with Adam on the MSE reconstruction loss; returns the history.
 
@@ -74,6 +77,10 @@ def train_autoencoder(
             epoch 0) their latent spectrum, effective rank, count above 1e-2 and MSE are recorded.
         callback: called after every epoch with that epoch's record.
         max_time: stop (mid-epoch) once this many seconds have passed.
+        checkpoint: a file where the state after each epoch is written (model, Adam, the
+            shuffling generator, the history; atomically); when it exists at the start, training
+            continues from it, to the same result as without the interruption (a paper-scale
+            model is an hour or more on a CPU). The caller removes it when done.
 
     Returns:
         ``{"epochs": [record, ...], "stopped": "epochs" | "max_time", "elapsed_s": float}``, a
@@ -99,6 +106,14 @@ def train_autoencoder(
     g = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
     history: dict = {"epochs": [], "stopped": "epochs"}
+    done = 0  # epochs finished (by an earlier attempt, when resuming from ``checkpoint``)
+    if checkpoint is not None and Path(checkpoint).is_file():
+        state = torch.load(checkpoint, map_location=dev, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        g.set_state(state["generator"])
+        history, done = state["history"], int(state["epoch"])
+        start -= state["elapsed_s"]
 
     def measure(record: dict) -> dict:
         if eval_images is not None:
@@ -109,10 +124,10 @@ def train_autoencoder(
             record["eval_mse"] = reconstruction_mse(model, eval_images)
         return record
 
-    if eval_images is not None:
+    if eval_images is not None and done == 0:
         history["epochs"].append(measure({"epoch": 0, "train_loss": math.nan, "time_s": 0.0}))
     n = train_images.shape[0]
-    for epoch in range(1, epochs + 1):
+    for epoch in range(done + 1, epochs + 1):
         model.train()
         perm = torch.randperm(n, generator=g)
         total, batches, out_of_time = 0.0, 0, False
@@ -140,6 +155,20 @@ def train_autoencoder(
         if out_of_time:
             history["stopped"] = "max_time"
             break
+        if checkpoint is not None:
+            _save(checkpoint, model, opt, g, history, epoch, time.perf_counter() - start)
     history["elapsed_s"] = time.perf_counter() - start
     model.eval()
     return history
+
+
+def _save(
+    path, model: nn.Module, opt, g: torch.Generator, history: dict, epoch: int, elapsed: float
+):  # noqa: ANN001, ANN202, E501
+    """Write the state after ``epoch`` to ``path`` atomically (a temporary name, then rename)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    state = {"model": model.state_dict(), "optimizer": opt.state_dict()}
+    state.update(generator=g.get_state(), history=history, epoch=epoch, elapsed_s=elapsed)
+    torch.save(state, tmp)
+    os.replace(tmp, path)

@@ -165,6 +165,7 @@ def _one_model(s, ctx, dataset, l, seed, data) -> tuple[dict[str, np.ndarray], d
     hist = train_autoencoder(
         model, x_tr, epochs=epochs, batch_size=s.batch_size, lr=s.lr, seed=seed,
         device=ctx.device, eval_images=x_te,
+        checkpoint=ctx.scratch(f"{dataset}-l{l}-seed{seed}-training"),
         callback=lambda r: ctx.log(
             f"{dataset} l={l} seed {seed} epoch {r['epoch']}: loss {r['train_loss']:.5f}, "
             f"count {r.get('count_above_1e-2')}, erank {r.get('erank', float('nan')):.2f}"
