@@ -73,8 +73,6 @@ def numpy_kernel(
         reason = f"the flow's numpy path needs float64, the parameters are {params[0].dtype}"
     elif params[0].device.type != "cpu":
         reason = f"the parameters are on {params[0].device}, not the CPU"
-    elif params[0].requires_grad:
-        reason = "the parameters require grad"
     elif backend == "auto" and numel > TINY_MAX_NUMEL:
         reason = f"{numel} numbers > TINY_MAX_NUMEL = {TINY_MAX_NUMEL}"
     if reason is None:
