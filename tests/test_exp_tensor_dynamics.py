@@ -280,3 +280,17 @@ def test_settings_are_checked() -> None:
     with pytest.raises(ValueError, match="unknown option"):
         EXP.settings_for("quick", {"lr_typo": 1.0})
     assert set(COLUMNS) == set(EXP.columns)
+
+
+def test_smoke_with_the_late_phase_by_cvode(tmp_path) -> None:
+    """The paper preset's late_phase="cvode" through the runner: the flow rows say CVODE and
+    reach the stop like the GD late phase does."""
+    pytest.importorskip("sksundae")
+    assert EXP.scales["paper"].late_phase == "cvode" and EXP.scales["quick"].late_phase == "gd"
+    out = run_experiment(
+        ID, tmp_path / "r", scale="smoke", options={"late_phase": "cvode"}, log=lambda m: None
+    )
+    flows = [r for r in out["rows"] if r["optimizer"] == "flow"]
+    assert flows and all("CVODE after t" in r["method"] for r in flows if r["switch_time"])
+    assert any(r["switch_time"] for r in flows)
+    assert all(r["status"] in ("converged", "max_wall") for r in flows)
