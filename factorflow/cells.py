@@ -6,7 +6,8 @@ its own seeds, never from a stream that earlier cells advanced. :meth:`CellStore
 cell, or returns the value a previous attempt stored under the same key, and stores every new
 value at once (pickle, written to a temporary name and renamed, so a kill never leaves half a
 file). The runner (:func:`factorflow.runner.run_experiment`) opens one store per result folder
-beside it (``.<name>.cells``), stamped with the experiment, scale and settings; ``resume``
+beside it (``.<name>.cells``), stamped with the experiment, scale and settings, and records in
+the summary how many cells were kept and the seconds they had taken (``cells``); ``resume``
 reuses a store with the same stamp (and refuses one with another), a fresh run discards it, and
 a finished run removes it. Pickle runs code from the file it reads: the store is a private
 cache, read only from a folder the same user wrote.
@@ -18,6 +19,7 @@ import os
 import pickle
 import re
 import shutil
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,6 +30,7 @@ __all__ = ["CellStore"]
 
 T = TypeVar("T")
 _STAMP = "stamp.json"
+_FORMAT = "factorflow-cell-1"  # stored as (_FORMAT, value, compute seconds)
 
 
 class CellStore:
@@ -39,6 +42,7 @@ class CellStore:
         self.stamp = jsonable(dict(stamp))
         self.kept = 0  # cells returned from the store in this attempt
         self.computed = 0  # cells computed (and stored) in this attempt
+        self.kept_seconds = 0.0  # wall seconds the kept cells took when they were computed
         self._seen: set[str] = set()
 
     @classmethod
@@ -88,16 +92,25 @@ class CellStore:
         self._seen.add(key)
         if path.is_file():
             with path.open("rb") as f:
-                value = pickle.load(f)  # noqa: S301 - our own cache, see the module doc
+                stored = pickle.load(f)  # noqa: S301 - our own cache, see the module doc
             self.kept += 1
-            return value
+            if isinstance(stored, tuple) and len(stored) == 3 and stored[0] == _FORMAT:
+                self.kept_seconds += stored[2]
+                return stored[1]
+            return stored  # a bare value (the first format: its compute time unknown)
+        t0 = time.perf_counter()
         value = compute()
+        seconds = time.perf_counter() - t0
         tmp = path.with_name(f".{path.name}.tmp")
         with tmp.open("wb") as f:
-            pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
+            pickle.dump((_FORMAT, value, seconds), f, protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(tmp, path)
         self.computed += 1
         return value
+
+    def summary(self) -> dict[str, Any]:
+        """What this attempt kept and computed, for the run's summary."""
+        return {"kept": self.kept, "computed": self.computed, "kept_seconds": self.kept_seconds}
 
     def scratch(self, key: str) -> Path:
         """A file for the partial state of cell ``key`` while it runs (a training checkpoint,

@@ -11,7 +11,9 @@ same. A failed or interrupted run leaves any earlier result untouched, and keeps
 finished (:mod:`factorflow.cells`, ``.<name>.cells``): ``resume`` continues from them.
 
 ``summary.json``: ``{"experiment", "title", "paper", "scale", "config", "rows", "claims",
-"figures", "arrays", "elapsed_s", "meta"}`` (DESIGN.md, "Contracts").
+"figures", "arrays", "elapsed_s", "meta"}`` (DESIGN.md, "Contracts"), and ``"cells"`` when a
+resumed run kept finished cells: ``{"kept", "computed", "kept_seconds"}`` (``elapsed_s`` is this
+attempt's time; the kept cells took ``kept_seconds`` more when they were computed).
 """
 
 from __future__ import annotations
@@ -199,6 +201,8 @@ def run_experiment(
         write_json(tmp / "summary.json", summary)
         summary["figures"] = redraw(tmp, log)
         summary["elapsed_s"] = time.perf_counter() - t0
+        if cells.kept:  # resumed: this attempt's time, and the kept cells' own
+            summary["cells"] = cells.summary()
         write_json(tmp / "summary.json", summary)
         _swap_into_place(tmp, out)
     except BaseException:

@@ -22,6 +22,7 @@ def test_store_computes_once_and_keeps_across_attempts(tmp_path):
     assert s2.get("a-2", lambda: calls.append(3) or 7) == 7
     assert calls == [1, 3]
     assert (s2.kept, s2.computed) == (1, 1)
+    assert s2.summary()["kept_seconds"] >= 0
     s2.remove()
     assert not (tmp_path / "c").exists()
 
@@ -81,11 +82,14 @@ def test_interrupted_experiment_resumes_from_its_finished_cells(tmp_path, monkey
     assert not (tmp_path / "r").exists()
     assert any("rerun with --resume" in m for m in lines)
     assert len(list((tmp_path / ".r.cells").glob("dmf-*.pkl"))) == 3
+    n_kept = len(list((tmp_path / ".r.cells").glob("*.pkl")))  # with the baseline solves done
 
     monkeypatch.setattr(recovery_grid_module, "_train_one", counting)
     calls.clear()
     resumed = runner.run_experiment(exp, tmp_path / "r", scale="smoke", resume=True, **quiet)
     assert len(calls) == n - 3  # the three finished cells were not trained again
+    assert resumed["cells"]["kept"] == n_kept and resumed["cells"]["computed"] >= n - 3
+    assert resumed["cells"]["kept_seconds"] > 0
     assert _rows_without_timing(resumed) == _rows_without_timing(whole)
     assert [c["holds"] for c in resumed["claims"]] == [c["holds"] for c in whole["claims"]]
     assert not (tmp_path / ".r.cells").exists()
@@ -102,3 +106,11 @@ def test_scratch_files_live_and_die_with_the_store(tmp_path):
         CellStore.open(tmp_path / "c", {**STAMP, "scale": "paper"}, resume=True)
     again.remove()
     assert not path.exists()
+
+
+def test_store_reads_a_bare_value_of_the_first_format(tmp_path):
+    import pickle
+
+    s = CellStore.open(tmp_path / "c", STAMP, resume=False)
+    (tmp_path / "c" / "old.pkl").write_bytes(pickle.dumps({"rows": [1]}))
+    assert s.get("old", lambda: None) == {"rows": [1]} and s.kept_seconds == 0
