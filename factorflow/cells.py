@@ -52,11 +52,12 @@ class CellStore:
         stamp: Mapping[str, Any],
         *,
         resume: bool,
+        overwrite: bool = False,
         log: Callable[[str], None] = print,
     ) -> CellStore:
         """The store for a run with ``stamp``. An existing folder is reused with ``resume`` when
-        its stamp is the same, refused (ValueError) with ``resume`` when it is not, and discarded
-        without ``resume``."""
+        its stamp is the same, refused (ValueError) with ``resume`` when it is not (discarded
+        instead with ``overwrite``), and discarded without ``resume``."""
         store = cls(folder, stamp)
         if store.folder.exists():
             old = store.folder / _STAMP
@@ -65,13 +66,14 @@ class CellStore:
             if resume and same:
                 log(f"resuming: {n} finished cells in {store.folder}")
                 return store
-            if resume and n:
+            if resume and n and not overwrite:
                 raise ValueError(
                     f"{store.folder} holds {n} finished cells of a run with other settings; "
                     "rerun with the same settings and --resume, or without --resume to discard them"
                 )
             if n:
-                log(f"discarding {n} finished cells of an interrupted run (--resume keeps them)")
+                why = "with other settings" if resume else "(--resume keeps them)"
+                log(f"discarding {n} finished cells of an interrupted run {why}")
             shutil.rmtree(store.folder)
         store.folder.mkdir(parents=True)
         write_json(store.folder / _STAMP, store.stamp)

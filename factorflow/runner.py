@@ -173,7 +173,9 @@ def run_experiment(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     stamp = {"experiment": exp.id, "scale": scale, "config": config, "device": str(dev)}
-    cells = CellStore.open(out.parent / f".{out.name}.cells", stamp, resume=resume, log=log)
+    cells = CellStore.open(
+        out.parent / f".{out.name}.cells", stamp, resume=resume, overwrite=overwrite, log=log
+    )
     ctx = Context(out_dir=tmp, device=dev, scale=scale, log=log, cells=cells)
     t0 = time.perf_counter()
     torch.manual_seed(0)  # experiments seed their own generators; this only pins stray draws

@@ -114,3 +114,22 @@ def test_store_reads_a_bare_value_of_the_first_format(tmp_path):
     s = CellStore.open(tmp_path / "c", STAMP, resume=False)
     (tmp_path / "c" / "old.pkl").write_bytes(pickle.dumps({"rows": [1]}))
     assert s.get("old", lambda: None) == {"rows": [1]} and s.kept_seconds == 0
+
+
+def test_talk_resume_reruns_an_experiment_whose_settings_changed(tmp_path):
+    """With --resume the talk keeps a finished experiment with the same settings and reruns
+    one whose settings changed (its folder is the talk's own), instead of failing it."""
+    import json
+
+    from factorflow.talk import reproduce_talk
+
+    kw = {"scale": "smoke", "only": ["razin2020-perturbed"], "log": None}
+    reproduce_talk(tmp_path, **kw)
+    summary = tmp_path / "razin2020-perturbed" / "summary.json"
+    first = json.loads(summary.read_text())
+    index = reproduce_talk(tmp_path, resume=True, **kw)
+    assert json.loads(summary.read_text())["meta"] == first["meta"]  # kept as it was
+    assert index["experiments"]["razin2020-perturbed"]["result_elapsed_s"] == first["elapsed_s"]
+    index = reproduce_talk(tmp_path, resume=True, seeds=2, **kw)
+    assert index["experiments"]["razin2020-perturbed"]["status"] == "ok"
+    assert json.loads(summary.read_text())["config"]["seeds"] == 2
