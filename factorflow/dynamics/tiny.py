@@ -42,9 +42,9 @@ __all__ = [
     "steps_until",
 ]
 
-#: The fast path's bound on all runs' parameters together. Conservative: measured per step, the
-#: numpy loop still beat the torch loop at 100x100, depth 3 (30,000 numbers: 397 against 687 us),
-#: but there numpy's BLAS sets its own threads, outside the one-thread-per-process policy.
+#: The fast path's bound on all runs' parameters together. Conservative: above it the numpy loop
+#: may still be faster, but numpy's BLAS sets its own threads there, outside the
+#: one-thread-per-process policy that torch's thread setting enforces.
 TINY_MAX_NUMEL = 4096
 #: At most this many steps per hand-off, so wall-time budgets and progress stay current.
 CHUNK = 20_000
