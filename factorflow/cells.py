@@ -61,19 +61,21 @@ class CellStore:
         store = cls(folder, stamp)
         if store.folder.exists():
             old = store.folder / _STAMP
-            n = len(list(store.folder.glob("*.pkl"))) + len(list(store.folder.glob("*.partial")))
+            done = len(list(store.folder.glob("*.pkl")))
+            n = done + len(list(store.folder.glob("*.partial")))  # with cells in progress
             same = old.is_file() and read_json(old) == store.stamp
             if resume and same:
-                log(f"resuming: {n} finished cells in {store.folder}")
+                partial = f" and {n - done} in progress" if n > done else ""
+                log(f"resuming: {done} finished cells{partial} in {store.folder}")
                 return store
             if resume and n and not overwrite:
                 raise ValueError(
-                    f"{store.folder} holds {n} finished cells of a run with other settings; "
+                    f"{store.folder} holds {n} cells of a run with other settings; "
                     "rerun with the same settings and --resume, or without --resume to discard them"
                 )
             if n:
                 why = "with other settings" if resume else "(--resume keeps them)"
-                log(f"discarding {n} finished cells of an interrupted run {why}")
+                log(f"discarding {n} cells of an interrupted run {why}")
             shutil.rmtree(store.folder)
         store.folder.mkdir(parents=True)
         write_json(store.folder / _STAMP, store.stamp)

@@ -36,7 +36,7 @@ def test_store_refuses_other_settings_on_resume_and_discards_without(tmp_path):
     assert (tmp_path / "c" / "k.pkl").is_file()  # refused: nothing discarded
     lines = []
     fresh = CellStore.open(tmp_path / "c", STAMP, resume=False, log=lines.append)
-    assert "discarding 1 finished cells" in lines[0]
+    assert "discarding 1 cells" in lines[0]
     assert fresh.get("k", lambda: 2) == 2
 
 
