@@ -82,6 +82,17 @@ def _data_sources(summary: dict[str, Any]) -> str:
     return "; ".join(dict.fromkeys(parts)) or "not stated in the summary's config"
 
 
+def _time(e: dict[str, Any]) -> str | None:
+    """An index entry's time: this sitting's, or, for a result kept from an earlier sitting
+    (``--resume``), that run's own."""
+    if e.get("elapsed_s") is None:
+        return None
+    ran = e.get("result_elapsed_s") or 0.0
+    if ran > 10 * e["elapsed_s"] + 1:
+        return f"{ran:.1f} s (kept from an earlier run)"
+    return f"{e['elapsed_s']:.1f} s"
+
+
 def _holds_label(h: Any) -> str:
     return {True: "holds", False: "fails"}.get(h, "not judged")
 
@@ -155,7 +166,7 @@ def _overview_rows(index: dict[str, Any], summaries: dict[str, dict[str, Any]]) 
                 e.get("title", exp_id),
                 e.get("status", ""),
                 f"{c['held']} / {c['failed']} / {c['not_judged']}" if c else "—",
-                f"{e['elapsed_s']:.1f} s" if e.get("elapsed_s") is not None else "—",
+                _time(e) or "—",
             ]
         )
     return rows

@@ -12,6 +12,7 @@ from factorflow.report import (
     _headline,
     _overview_rows,
     _seeds,
+    _time,
     claims_table,
     totals,
 )
@@ -56,8 +57,8 @@ def render_markdown(index: dict[str, Any], summaries: dict[str, dict[str, Any]])
         info = f"*{e.get('part', '')}* · id `{exp_id}`"
         if e.get("paper"):
             info += f" · {e['paper']}"
-        if e.get("elapsed_s") is not None:
-            info += f" · time {e['elapsed_s']:.1f} s"
+        if _time(e):
+            info += f" · time {_time(e)}"
         lines += [info, ""]
         if status in ("failed", "not available", "interrupted"):
             lines += [f"**{status.capitalize()}:** {e.get('error', '')}", ""]
