@@ -59,6 +59,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from factorflow._threads import set_threads
 from factorflow.dynamics import Flow, GroupRMSProp, Schedule, Stop, train
 from factorflow.dynamics.train import gradient
 from factorflow.factorizations.dmf import init_dmf
@@ -207,13 +208,7 @@ def main() -> None:
         "--method", default="RK45", help="our flow's integrator (RK45, auto: RK45 then CVODE)"
     )
     args = ap.parse_args()
-    torch.set_num_threads(1)
-    try:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(limits=1, user_api="blas")
-    except ImportError:
-        pass
+    set_threads(1)  # torch and BLAS, as the CLI does
 
     batching = None
     if not args.skip_batching_check:

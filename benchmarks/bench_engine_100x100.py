@@ -36,9 +36,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from factorflow import metrics
+from factorflow._threads import set_threads
 from factorflow.dynamics import GD, Flow, Schedule, Stop, train
 from factorflow.factorizations.dmf import end_to_end, init_dmf
 from factorflow.objectives import DMFObjective
@@ -144,13 +144,7 @@ def main() -> None:
     ap.add_argument("--skip-batch", action="store_true")
     ap.add_argument("--skip-flow", action="store_true")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    try:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(limits=args.threads, user_api="blas")
-    except ImportError:
-        pass
+    set_threads(args.threads)  # torch and BLAS, as the CLI does
     result: dict = {"threads": args.threads, "machine": platform.processor() or platform.machine()}
     if not args.skip_flow:
         r = bench_flow_vs_gd(args.gd_steps)

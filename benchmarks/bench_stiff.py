@@ -51,9 +51,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from factorflow import metrics
+from factorflow._threads import set_threads
 from factorflow.dynamics import Flow, Schedule, Stop, train
 from factorflow.factorizations.dmf import end_to_end, init_dmf
 from factorflow.objectives import DMFObjective
@@ -110,13 +110,7 @@ def main() -> None:
         "(no preconditioner applies: it is for completion)",
     )
     args = ap.parse_args()
-    torch.set_num_threads(1)
-    try:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(limits=1, user_api="blas")
-    except ImportError:
-        pass
+    set_threads(1)  # torch and BLAS, as the CLI does
     names = [v for v in args.variants if not (args.skip_rk45 and v == "RK45")]
     out: dict = {
         "problem": ("synthetic_completion" if args.problem == "completion" else "gaussian_sensing")

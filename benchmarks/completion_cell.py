@@ -24,9 +24,8 @@ import json
 import time
 from pathlib import Path
 
-import torch
-
 from factorflow import metrics
+from factorflow._threads import set_threads
 from factorflow.dynamics import Flow, Schedule, Stop, train
 from factorflow.factorizations.dmf import end_to_end, init_dmf
 from factorflow.objectives import DMFObjective
@@ -44,7 +43,7 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=["auto", "RK45"])
     ap.add_argument("--max-evals", type=int, default=200_000)
     args = ap.parse_args()
-    torch.set_num_threads(1)
+    set_threads(1)  # torch and BLAS, as the CLI does
     problem = synthetic_completion((100, 100), 5, args.n_obs, args.seed)
     obj = DMFObjective(problem, "mse")
     factors, _ = init_dmf(
