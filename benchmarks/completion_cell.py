@@ -53,7 +53,7 @@ def main() -> None:
         "cell": vars(args),
         "truth_top_sv": metrics.singular_values(problem.ground_truth[None])[0, :6].tolist(),
         "runs": [],
-    }  # noqa: E501
+    }
     path = RESULTS / f"completion_cell_seed{args.seed}_depth{args.depth}.json"
     for m in args.methods:
         t0 = time.perf_counter()
