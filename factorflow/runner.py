@@ -137,7 +137,8 @@ def run_experiment(
     ``seeds`` overrides the preset's number of seeds; ``options`` set any settings field (dotted
     keys for nested ones). ``threads``: torch and BLAS threads during the run (1 by default: the
     problems are small, and parallelism comes from processes). ``overwrite`` replaces a finished
-    result atomically; ``resume`` returns it unchanged if it has the same settings."""
+    result atomically; ``resume`` returns it unchanged if it has the same settings (the returned
+    summary then has ``"kept": True``)."""
     from factorflow.fit import resolve_device
 
     exp = get_experiment(exp_id)
@@ -157,7 +158,7 @@ def run_experiment(
         old = read_json(out / "summary.json") if (out / "summary.json").is_file() else None
         if resume and old is not None and _same_settings(old, config, scale):
             log(f"{exp_id}: finished result with the same settings in {out}; kept")
-            return old
+            return {**old, "kept": True}  # as written, and marked for the caller
         if resume and old is not None and not overwrite:
             raise ValueError(
                 f"{out} holds a result of {old.get('experiment')} with other settings; "

@@ -129,17 +129,19 @@ def test_talk_resume_reruns_an_experiment_whose_settings_changed(tmp_path):
     first = json.loads(summary.read_text())
     index = reproduce_talk(tmp_path, resume=True, **kw)
     assert json.loads(summary.read_text())["meta"] == first["meta"]  # kept as it was
-    assert index["experiments"]["razin2020-perturbed"]["result_elapsed_s"] == first["elapsed_s"]
+    entry = index["experiments"]["razin2020-perturbed"]
+    assert entry["kept"] and entry["result_elapsed_s"] == first["elapsed_s"]
     index = reproduce_talk(tmp_path, resume=True, seeds=2, **kw)
     assert index["experiments"]["razin2020-perturbed"]["status"] == "ok"
+    assert not index["experiments"]["razin2020-perturbed"]["kept"]  # rerun
     assert json.loads(summary.read_text())["config"]["seeds"] == 2
 
 
 def test_report_shows_a_kept_results_own_time():
     from factorflow.report import _time
 
-    assert _time({"elapsed_s": 0.02, "result_elapsed_s": 507.4}) == (
+    assert _time({"elapsed_s": 0.02, "result_elapsed_s": 507.4, "kept": True}) == (
         "507.4 s (kept from an earlier run)"
     )
-    assert _time({"elapsed_s": 600.0, "result_elapsed_s": 598.0}) == "600.0 s"
+    assert _time({"elapsed_s": 600.0, "result_elapsed_s": 598.0, "kept": False}) == "600.0 s"
     assert _time({"elapsed_s": 3.0}) == "3.0 s" and _time({}) is None

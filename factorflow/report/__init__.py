@@ -87,9 +87,8 @@ def _time(e: dict[str, Any]) -> str | None:
     (``--resume``), that run's own."""
     if e.get("elapsed_s") is None:
         return None
-    ran = e.get("result_elapsed_s") or 0.0
-    if ran > 10 * e["elapsed_s"] + 1:
-        return f"{ran:.1f} s (kept from an earlier run)"
+    if e.get("kept") and e.get("result_elapsed_s") is not None:
+        return f"{e['result_elapsed_s']:.1f} s (kept from an earlier run)"
     return f"{e['elapsed_s']:.1f} s"
 
 
