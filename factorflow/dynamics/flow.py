@@ -55,7 +55,8 @@ class Flow:
     and cheaper ones), ``"hvp"`` exact Hessian-vector products (double backward); ``precond``
     uses the balanced-DMF preconditioner (right preconditioning) when the objective is a deep
     matrix factorization on completion, none otherwise (measured in
-    ``benchmarks/bench_stiff.py``).
+    ``benchmarks/bench_stiff.py``), its products in ``precond_dtype`` ("float32" by default:
+    the same end state as "float64" to 1e-8, 1.24x faster: ``benchmarks/bench_precond.py``).
     """
 
     method: str = "auto"
@@ -66,6 +67,7 @@ class Flow:
     auto_lsoda_max_dim: int = 256
     jv: str = "dq"
     precond: bool = True
+    precond_dtype: str = "float32"
     krylov_dim: int = 20
     auto_stiff_steps: int = 15
 
@@ -78,6 +80,10 @@ class Flow:
             raise ValueError("flow rtol and atol must be > 0")
         if self.jv not in ("hvp", "dq"):
             raise ValueError(f"flow jv must be 'hvp' or 'dq', got {self.jv!r}")
+        if self.precond_dtype not in ("float32", "float64"):
+            raise ValueError(
+                f"flow precond_dtype must be 'float32' or 'float64', got {self.precond_dtype!r}"
+            )
         if self.method == "cvode":
             stiff.require_sundials()
 
@@ -153,7 +159,8 @@ def _flow(
         jv = stiff.HessianJv(loss_fn, unflat, flat, active_mask) if flow.jv == "hvp" else None
         pc = None
         if flow.precond and stiff.DMFCompletionPrecond.applies(loss_fn):
-            pc = stiff.DMFCompletionPrecond(loss_fn, unflat, flat)
+            pc_dtype = getattr(torch, flow.precond_dtype)
+            pc = stiff.DMFCompletionPrecond(loss_fn, unflat, flat, dtype=pc_dtype)
         return stiff.CVODESolver(
             fun, t0, y, t_bound, jv=jv, precond=pc, krylov_dim=flow.krylov_dim, **kwargs
         )

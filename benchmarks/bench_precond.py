@@ -1,0 +1,116 @@
+"""The stiff phase on the completion grid's costliest cell: where its time goes, and the
+preconditioner's products in float32 against float64.
+
+Cell (``bench_arora2019.py``'s grid): 100x100 rank 5, 2000 observations, problem seed 0, depth 4,
+``gaussian`` init 1e-6 (init seed 0), loss ``mse``, ``Flow(method="auto")`` (RK45, then CVODE
+once stability-limited) to train mse 1e-6, one thread. The two precisions run alternately,
+``--repeats`` times each, in one process; the end states are compared (top-5 singular values of
+W, recon_mse). Also printed: how the evaluations split between the RK45 and CVODE segments, and
+the median step of CVODE in the windows where it is small (components being learned).
+
+    python benchmarks/bench_precond.py [--repeats 2]
+
+Writes ``benchmarks/results/bench_precond.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from factorflow._threads import set_threads
+from factorflow.dynamics import Flow, Schedule, Stop, train
+from factorflow.factorizations.dmf import end_to_end, init_dmf
+from factorflow.objectives import DMFObjective
+from factorflow.problems.matrix import synthetic_completion
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def run_cell(precond_dtype: str) -> dict:
+    problem = synthetic_completion((100, 100), 5, 2000, 0)
+    obj = DMFObjective(problem, "mse")
+    factors, _ = init_dmf((100, 100), 4, init="gaussian", init_scale=1e-6, seeds=[0])
+    res = train(
+        factors,
+        obj,
+        Flow(method="auto", rtol=1e-7, atol=1e-10, precond_dtype=precond_dtype),
+        Stop(loss_below=1e-6, max_evals=200_000),
+        Schedule(per_decade=2),
+    )
+    W = end_to_end(res.params)[0]
+    segments = res.info.get("segments", [])
+    return {
+        "precond_dtype": precond_dtype,
+        "status": res.status[0],
+        "wall_s": res.wall_s,
+        "n_evals": res.n_evals,
+        "flow_time": float(res.time[0]),
+        "segments": segments,
+        "cvode_steps": res.info.get("cvode_steps"),
+        "nprec_solves": res.info.get("nprec_solves"),
+        "accepted_t": np.asarray(res.info.get("accepted_t", [])).tolist(),
+        "top5": torch.linalg.svdvals(W)[:5].tolist(),
+        "recon_mse": float(torch.mean((W - problem.ground_truth) ** 2)),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=2)
+    args = ap.parse_args()
+    set_threads(1)
+    runs = []
+    for _ in range(args.repeats):
+        for dtype in ("float64", "float32"):
+            r = run_cell(dtype)
+            print(
+                f"{dtype}: {r['wall_s']:.1f} s, {r['n_evals']} evals, {r['cvode_steps']} CVODE "
+                f"steps, {r['nprec_solves']} preconditioner solves, {r['status']}",
+                flush=True,
+            )
+            runs.append(r)
+    by = {d: [r for r in runs if r["precond_dtype"] == d] for d in ("float64", "float32")}
+    wall = {d: statistics.median(r["wall_s"] for r in rs) for d, rs in by.items()}
+    a, b = by["float64"][0], by["float32"][0]
+    top5_rel = max(abs(x - y) / abs(x) for x, y in zip(a["top5"], b["top5"], strict=True))
+    recon_rel = abs(a["recon_mse"] - b["recon_mse"]) / a["recon_mse"]
+    # where the time goes (float64 run): the RK45 and CVODE segments, CVODE's small steps
+    seg = {s["method"]: s["evals_end"] - s["evals_start"] for s in a["segments"]}
+    t = np.asarray(a["accepted_t"])
+    start = next((s["steps_start"] for s in a["segments"] if s["method"] == "cvode"), 0)
+    dt = np.diff(t[start:])
+    small = dt[dt < 10.0]
+    summary = {
+        "cell": "100x100 r5, 2000 obs, seed 0, depth 4, gaussian 1e-6, mse, stop 1e-6",
+        "median_wall_s": wall,
+        "ratio_float64_over_float32": wall["float64"] / wall["float32"],
+        "top5_max_rel_diff": top5_rel,
+        "recon_mse": {"float64": a["recon_mse"], "float32": b["recon_mse"]},
+        "recon_mse_rel_diff": recon_rel,
+        "evals_by_segment_float64": seg,
+        "cvode_steps_float64": a["cvode_steps"],
+        "cvode_steps_below_dt_10": int(small.size),
+        "cvode_median_small_dt": float(np.median(small)) if small.size else None,
+        "runs": [{k: v for k, v in r.items() if k != "accepted_t"} for r in runs],
+    }
+    print(
+        f"median wall: float64 {wall['float64']:.1f} s, float32 {wall['float32']:.1f} s "
+        f"({summary['ratio_float64_over_float32']:.2f}x); top-5 singular values equal to "
+        f"{top5_rel:.1e} relative, recon_mse to {recon_rel:.1e}"
+    )
+    print(
+        f"evaluations by segment: {seg}; CVODE steps {a['cvode_steps']}, of which "
+        f"{small.size} shorter than 10 (median {summary['cvode_median_small_dt']:.2f})"
+    )
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "bench_precond.json").write_text(json.dumps(summary, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
