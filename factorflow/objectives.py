@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from factorflow.factorizations.cp import cp_completion_residuals
+from factorflow.factorizations.cp_grad import cp_completion_value_and_grads
 from factorflow.factorizations.dmf import (
     check_dmf_factors,
     dmf_factor_gradients,
@@ -129,7 +130,9 @@ class CPObjective:
     """l(W) for a CP factorization (factors ``[(B, d_n, R)]``) on tensor completion ``obs``, with
     the loss named ``loss``: predictions only at the observed indices (never the full tensor).
 
-    Gradients come from autograd (the per-step math dominates its bookkeeping at these sizes)."""
+    ``value_and_grad`` writes the gradient out (:mod:`factorflow.factorizations.cp_grad`, about
+    twice as fast as autograd on the 10^4 tensor with R = 1000); autograd works through
+    ``__call__`` as well (the stiff integrator's Hessian-vector products use it)."""
 
     obs: Completion
     loss: str
@@ -149,6 +152,13 @@ class CPObjective:
         full tensor is zero elsewhere)."""
         r = self.residuals(factors)
         return get_loss(self.loss)(r), LOSS_GRADS[self.loss](r)
+
+    def value_and_grad(
+        self, factors: Sequence[torch.Tensor]
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Losses (B,) and ``[dl/dA_n]`` shaped like the factors (closed form, no autograd)."""
+        r, grads = cp_completion_value_and_grads(factors, self.obs, LOSS_GRADS[self.loss])
+        return get_loss(self.loss)(r), grads
 
 
 class RatingsDMF:

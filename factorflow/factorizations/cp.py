@@ -336,6 +336,12 @@ def cp_completion_residuals(factors: Sequence[torch.Tensor], obs: Completion) ->
     ``obs`` is a :class:`~factorflow.problems.completion.Completion`; move it to the factors'
     device once with ``obs.to(device=...)`` (indices on another device are slow or an error).
     """
+    _check_obs(factors, obs)
+    return cp_predict(factors, obs.indices) - obs.values
+
+
+def _check_obs(factors: Sequence[torch.Tensor], obs: Completion) -> None:
+    """ValueError unless ``factors`` are CP factors of ``obs``'s tensor shape."""
     if len(obs.shape) != len(factors):
         raise ValueError(
             f"the observations are of an order-{len(obs.shape)} tensor, the factorization "
@@ -344,7 +350,6 @@ def cp_completion_residuals(factors: Sequence[torch.Tensor], obs: Completion) ->
     _, dims, _ = _check_factors(factors)
     if tuple(dims) != tuple(obs.shape):
         raise ValueError(f"factor dims {dims} do not match the observed shape {obs.shape}")
-    return cp_predict(factors, obs.indices) - obs.values
 
 
 def cp_sensing_predict(
