@@ -7,7 +7,8 @@ cell, or returns the value a previous attempt stored under the same key, and sto
 value at once (pickle, written to a temporary name and renamed, so a kill never leaves half a
 file). The runner (:func:`factorflow.runner.run_experiment`) opens one store per result folder
 beside it (``.<name>.cells``), stamped with the experiment, scale and settings, and records in
-the summary how many cells were kept and the seconds they had taken (``cells``); ``resume``
+the summary how many cells were kept and the seconds they had taken (``cells``; cells of the
+first format, stored without their time, are counted in ``kept_untimed``); ``resume``
 reuses a store with the same stamp (refuses one with another, or with ``overwrite`` discards
 it: the talk reruns changed experiments), a fresh run discards it, and a finished run removes it. Pickle runs code from the file it reads: the store is a private
 cache, read only from a folder the same user wrote.
@@ -43,6 +44,7 @@ class CellStore:
         self.kept = 0  # cells returned from the store in this attempt
         self.computed = 0  # cells computed (and stored) in this attempt
         self.kept_seconds = 0.0  # wall seconds the kept cells took when they were computed
+        self.kept_untimed = 0  # kept cells stored without their compute time (first format)
         self._seen: set[str] = set()
 
     @classmethod
@@ -101,7 +103,8 @@ class CellStore:
             if isinstance(stored, tuple) and len(stored) == 3 and stored[0] == _FORMAT:
                 self.kept_seconds += stored[2]
                 return stored[1]
-            return stored  # a bare value (the first format: its compute time unknown)
+            self.kept_untimed += 1  # a bare value (the first format): its time is unknown
+            return stored
         t0 = time.perf_counter()
         value = compute()
         seconds = time.perf_counter() - t0
@@ -114,7 +117,10 @@ class CellStore:
 
     def summary(self) -> dict[str, Any]:
         """What this attempt kept and computed, for the run's summary."""
-        return {"kept": self.kept, "computed": self.computed, "kept_seconds": self.kept_seconds}
+        out = {"kept": self.kept, "computed": self.computed, "kept_seconds": self.kept_seconds}
+        if self.kept_untimed:  # kept_seconds then leaves these cells' time out
+            out["kept_untimed"] = self.kept_untimed
+        return out
 
     def scratch(self, key: str) -> Path:
         """A file for the partial state of cell ``key`` while it runs (a training checkpoint,

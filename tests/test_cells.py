@@ -114,6 +114,7 @@ def test_store_reads_a_bare_value_of_the_first_format(tmp_path):
     s = CellStore.open(tmp_path / "c", STAMP, resume=False)
     (tmp_path / "c" / "old.pkl").write_bytes(pickle.dumps({"rows": [1]}))
     assert s.get("old", lambda: None) == {"rows": [1]} and s.kept_seconds == 0
+    assert s.summary() == {"kept": 1, "computed": 0, "kept_seconds": 0.0, "kept_untimed": 1}
 
 
 def test_talk_resume_reruns_an_experiment_whose_settings_changed(tmp_path):
