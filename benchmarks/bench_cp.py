@@ -8,8 +8,9 @@ RMSProp to the same stopping point. Run on demand:
 Part 1 (per step = forward + backward + parameter update, float64, one thread, same process):
 
 * ``ours``: :class:`~factorflow.objectives.CPObjective` (prediction at the observed indices only,
-  :func:`~factorflow.factorizations.cp.cp_predict`) + a GD update, B = 1; and the same batched
-  over ``--batch`` initial seeds (B runs in one tensor program; time per run).
+  :func:`~factorflow.factorizations.cp.cp_predict`, the closed-form gradient of
+  :mod:`factorflow.factorizations.cp_grad`) + a GD update, B = 1; the same by autograd; and the
+  same batched over ``--batch`` initial seeds (B runs in one tensor program; time per run).
 * ``dense one-hot``: every observation stored as a one-hot tensor of the full shape
   (m x 10^4 = 2e7 numbers, 160 MB in float64 for m = 2000), the full CP tensor built by an einsum
   of the factors, prediction = einsum of the one-hot stack with the full tensor, autograd
@@ -81,6 +82,17 @@ def time_steps(step, n: int, warmup: int = 2) -> float:
     return statistics.median(ts)
 
 
+class _Autograd:
+    """The objective without its closed-form ``value_and_grad``: the engine falls back to
+    autograd through ``cp_predict`` (the gradient before ``factorflow.factorizations.cp_grad``)."""
+
+    def __init__(self, objective: CPObjective) -> None:
+        self.objective = objective
+
+    def __call__(self, factors: list[torch.Tensor]) -> torch.Tensor:
+        return self.objective(factors)
+
+
 def ours_step_fn(objective: CPObjective, factors: list[torch.Tensor], lr: float):
     state = {"p": [f.clone() for f in factors]}
 
@@ -135,10 +147,12 @@ def part1(args: argparse.Namespace) -> dict:
     assert torch.allclose(dense_pred, ours_pred, rtol=1e-10, atol=1e-14)
 
     ours, _ = ours_step_fn(obj, f1, lr)
+    ours_ag, _ = ours_step_fn(_Autograd(obj), f1, lr)
     oursB, _ = ours_step_fn(obj, fB, lr)
     dense, _ = dense_step_fn(X, obj.obs.values, f1, lr)
     dense_el, _ = dense_step_fn(X, obj.obs.values, f1, lr, how="elementwise")
     t_ours = time_steps(ours, args.steps)
+    t_ours_ag = time_steps(ours_ag, args.steps)
     t_batch = time_steps(oursB, max(args.steps // 2, 3)) / args.batch
     t_dense = time_steps(dense, max(args.steps // 2, 3))
     t_dense_el = time_steps(dense_el, max(args.steps // 4, 3))
@@ -146,6 +160,8 @@ def part1(args: argparse.Namespace) -> dict:
         "problem": {"dims": DIMS, "rank": 5, "n_obs": 2000, "R": R, "dtype": "float64"},
         "onehot_stack_bytes": X.numel() * X.element_size(),
         "ours_s_per_step": t_ours,
+        "ours_autograd_s_per_step": t_ours_ag,
+        "ratio_autograd_over_closed_form": t_ours_ag / t_ours,
         "ours_batched_s_per_run_step": t_batch,
         "batch": args.batch,
         "dense_onehot_s_per_step": t_dense,
@@ -245,6 +261,11 @@ def main() -> None:
     result["per_step"] = p1
     print("== per step (forward + backward + update), 10^4 tensor, 2000 obs, R = 1000, float64")
     print(f"  ours (index-based, B=1)        {p1['ours_s_per_step'] * 1e3:9.2f} ms")
+    if "ours_autograd_s_per_step" in p1:
+        print(
+            f"  ours by autograd (B=1)         {p1['ours_autograd_s_per_step'] * 1e3:9.2f} ms "
+            f"({p1['ratio_autograd_over_closed_form']:.2f}x the closed form)"
+        )
     print(
         f"  ours batched (B={p1['batch']}, per run)   "
         f"{p1['ours_batched_s_per_run_step'] * 1e3:9.2f} ms"
