@@ -3,7 +3,7 @@ formulation like the original code (Razin, Maman & Cohen 2021), and gradient flo
 RMSProp to the same stopping point. Run on demand:
 
     python benchmarks/bench_cp.py [--steps 20] [--flow-R 1000] [--skip-flow] [--part2-only]
-        [--out FILE]
+        [--gradient closed|autograd] [--out FILE]
 
 Part 1 (per step = forward + backward + parameter update, float64, one thread, same process):
 
@@ -91,6 +91,11 @@ class _Autograd:
 
     def __call__(self, factors: list[torch.Tensor]) -> torch.Tensor:
         return self.objective(factors)
+
+    def __getattr__(self, name: str):  # noqa: ANN204 - everything else is the objective's
+        if name == "value_and_grad":
+            raise AttributeError(name)
+        return getattr(self.objective, name)
 
 
 def ours_step_fn(objective: CPObjective, factors: list[torch.Tensor], lr: float):
@@ -180,10 +185,13 @@ def _first_wall(tr, target: float) -> float | None:
 
 def part2(args: argparse.Namespace) -> dict:
     W, obj = problem(0)
+    if args.gradient == "autograd":
+        obj = _Autograd(obj)
     init = init_cp(DIMS, args.flow_R, 0.005, generator=torch.Generator().manual_seed(1000))
     # the experiment's settings (razin2021-dynamics, paper scale) with R, budgets from args
     stop = Stop(loss_below=1e-8, max_steps=args.max_steps, max_wall_s=args.max_wall_s)
     out: dict = {"R": args.flow_R, "init_std": 0.005, "stop": "train mse 1e-8 + 1250 steps"}
+    out["gradient"] = args.gradient
 
     def probes(t0: list[float]) -> dict:
         return {
@@ -251,6 +259,12 @@ def main() -> None:
     ap.add_argument("--skip-flow", action="store_true", help="part 1 only")
     ap.add_argument(
         "--part2-only", action="store_true", help="part 2 only (part 1 kept from --out)"
+    )
+    ap.add_argument(
+        "--gradient",
+        choices=("closed", "autograd"),
+        default="closed",
+        help="part 2's gradient: the closed form (default) or autograd through cp_predict",
     )
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "bench_cp.json")
     args = ap.parse_args()

@@ -45,6 +45,12 @@ __all__ = [
 _DENSE_OBS_RATIO = 8
 
 
+def _auto_dense(dims: Sequence[int], m: int, R: int) -> bool:
+    """``method="auto"``'s choice (see ``_DENSE_OBS_RATIO``), shared with ``cp_grad``."""
+    total = math.prod(dims)
+    return len(dims) > 1 and total <= _DENSE_OBS_RATIO * m and total <= m * R
+
+
 # --------------------------------------------------------------------------------------------
 # validation helpers (cheap, shape-only: nothing here synchronizes with an accelerator)
 # --------------------------------------------------------------------------------------------
@@ -150,11 +156,6 @@ def _dense_matrix(factors: Sequence[torch.Tensor], split: int) -> torch.Tensor:
     return torch.bmm(left, right.transpose(1, 2))
 
 
-# --------------------------------------------------------------------------------------------
-# prediction
-# --------------------------------------------------------------------------------------------
-
-
 def cp_predict(
     factors: Sequence[torch.Tensor], indices: torch.Tensor, *, method: str = "auto"
 ) -> torch.Tensor:
@@ -191,7 +192,7 @@ def cp_predict(
     m = indices.shape[0]
     total = math.prod(dims)
     if method == "auto":
-        use_dense = len(dims) > 1 and total <= _DENSE_OBS_RATIO * m and total <= m * R
+        use_dense = _auto_dense(dims, m, R)
     elif method in ("dense", "gather"):
         use_dense = method == "dense" and len(dims) > 1
     else:
@@ -323,11 +324,6 @@ def count_large_components(factors: Sequence[torch.Tensor], frac: float = 0.1) -
     c = component_norms(factors)
     top = c.max(dim=1, keepdim=True).values
     return (c > frac * top).sum(dim=1)
-
-
-# --------------------------------------------------------------------------------------------
-# losses' building blocks
-# --------------------------------------------------------------------------------------------
 
 
 def cp_completion_residuals(factors: Sequence[torch.Tensor], obs: Completion) -> torch.Tensor:

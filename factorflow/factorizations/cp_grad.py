@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from factorflow.factorizations.cp import (
-    _DENSE_OBS_RATIO,
+    _auto_dense,
     _balanced_split,
     _check_factors,
     _check_indices,
@@ -92,7 +92,7 @@ def cp_completion_value_and_grads(
     indices, values = _check_indices(obs.indices, len(dims)).to(factors[0].device), obs.values
     m = indices.shape[0]
     total = math.prod(dims)
-    if len(dims) > 1 and total <= _DENSE_OBS_RATIO * m and total <= m * R:
+    if _auto_dense(dims, m, R):
         s = _balanced_split(dims)
         left, right = _khatri_rao(factors[:s]), _khatri_rao(factors[s:])
         lin = _linear_index(indices, dims)
