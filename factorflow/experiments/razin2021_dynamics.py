@@ -136,8 +136,8 @@ class Settings:
 
 
 #: Paper scale integrates the flow's stiff phase by CVODE instead of GD: to group RMSProp's final
-#: error 2.5x sooner than flow-then-GD and group RMSProp (13.3 s against 33.4 s and 33.0 s), the
-#: same final error 6.9e-6 (benchmarks/bench_cp.py). Quick and smoke keep GD.
+#: error 2.5-4.1x sooner than group RMSProp and 2.4-3.1x sooner than flow-then-GD over three
+#: idle runs of benchmarks/bench_cp.py, the same final error 6.9e-6. Quick and smoke keep GD.
 PAPER = Settings(late_phase="cvode")
 QUICK = dataclasses.replace(
     PAPER,
