@@ -37,6 +37,7 @@ def _autograd(obj, factors):
         ((12, 11, 10), 60, 5, "gather"),  # 1320 entries > 8 m: Khatri-Rao tables
         ((7, 6, 5, 4, 3), 200, 4, "gather"),
         ((40, 3), 10, 2, "gather"),
+        ((7,), 5, 3, "gather"),  # order 1: one group, the gradient unmultiplied
     ],
 )
 @pytest.mark.parametrize("loss", ["mse", "half_sse"])
@@ -45,7 +46,7 @@ def test_value_and_grad_equals_autograd(dims, m, R, path, loss):
     total = 1
     for d in dims:
         total *= d
-    assert (total <= 8 * m and total <= m * R) == (path == "dense")
+    assert (len(dims) > 1 and total <= 8 * m and total <= m * R) == (path == "dense")
     factors = init_cp(dims, R, 0.7, batch=3, generator=torch.Generator().manual_seed(1))
     obj = CPObjective(obs, loss)
     L, grads = obj.value_and_grad(factors)
