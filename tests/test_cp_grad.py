@@ -1,6 +1,6 @@
 """The closed-form CP completion gradient (factorflow.factorizations.cp_grad) against autograd
 through cp_predict, in float64: both evaluation paths (dense matricization, gathered Khatri-Rao
-tables, whose rows many observations share), orders 2-5, batches, both losses."""
+tables, whose rows many observations share), orders 1-5, batches, both losses."""
 
 from __future__ import annotations
 
