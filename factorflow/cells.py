@@ -8,10 +8,11 @@ value at once (pickle, written to a temporary name and renamed, so a kill never 
 file). The runner (:func:`factorflow.runner.run_experiment`) opens one store per result folder
 beside it (``.<name>.cells``), stamped with the experiment, scale and settings, and records in
 the summary how many cells were kept and the seconds they had taken (``cells``; cells of the
-first format, stored without their time, are counted in ``kept_untimed``); ``resume``
-reuses a store with the same stamp (refuses one with another, or with ``overwrite`` discards
-it: the talk reruns changed experiments), a fresh run discards it, and a finished run removes it. Pickle runs code from the file it reads: the store is a private
-cache, read only from a folder the same user wrote.
+first format, stored without their time, are counted in ``kept_untimed``). ``resume`` reuses a
+store with the same stamp and refuses one with another (with ``overwrite`` it discards it: the
+talk reruns changed experiments); a fresh run discards the store, and a finished run removes it.
+Pickle runs code from the file it reads: the store is a private cache, read only from a folder
+the same user wrote.
 """
 
 from __future__ import annotations

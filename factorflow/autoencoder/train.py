@@ -163,8 +163,14 @@ def train_autoencoder(
 
 
 def _save(
-    path, model: nn.Module, opt, g: torch.Generator, history: dict, epoch: int, elapsed: float
-):  # noqa: ANN001, ANN202, E501
+    path: str | os.PathLike[str],
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    g: torch.Generator,
+    history: dict,
+    epoch: int,
+    elapsed: float,
+) -> None:
     """Write the state after ``epoch`` to ``path`` atomically (a temporary name, then rename)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")

@@ -14,7 +14,7 @@ step. :func:`flow_then_gd` does that switch:
    run switches to GD once ``h lambda_max >= switch_h_lambda``, ``h`` the last accepted step;
 2. GD phase: chunks of ``gd_chunk`` steps at ``lr = safety * 2 / lambda_max``, ``lambda_max``
    re-estimated before each chunk (warm-started power iteration); a chunk whose loss rises or
-   diverges is redone from its start at half the step (up to ``max_attempts`` tries);
+   diverges is redone from its start at half the step (up to ``max_attempts`` tries).
    With ``late="cvode"`` the stiff phase is instead integrated by SUNDIALS CVODE (BDF, implicit:
    its steps are limited by accuracy, not stability; :mod:`factorflow.dynamics.stiff`) in one
    call to the stop, records at 20 points per decade of flow time;

@@ -30,10 +30,11 @@ subset; the rows' ``source`` column says where the images came from.
 Scales: ``quick`` = a random 20,000 of the 60,000 train images (``subset_seed`` 0), all 10,000
 test images, R in {1, 2, 5}, 100 L-BFGS steps, 1 seed (~30 s on one core; below ~20,000 images
 the random controls' rank-1 fits drop well under the label variance: ~20 % at 5,000). ``paper``
-= all images, R = 1..15, 3 seeds, L-BFGS (1,000 steps; ~1.9 h on 2 cores), so that the talk
-runs at paper scale in hours: the paper's Adam (with the authors' clamp, 10,000 epochs, ~14-21 h
-from measured epoch times) is one option away, ``--option 'optimizers=["lbfgs", "adam"]'``, and
-until it runs the ``[adam]`` claims say "not judged" with that reason (issue 13, item 3).
+= all images, R = 1..15, 3 seeds, L-BFGS (1,000 steps; 5,314 s on one core in the paper-scale
+talk, over three sittings: README), so that the talk runs at paper scale in hours: the paper's
+Adam (with the authors' clamp, 10,000 epochs, ~14-21 h from measured epoch times) is one option
+away, ``--option 'optimizers=["lbfgs", "adam"]'``, and until it runs the ``[adam]`` claims say
+"not judged" with that reason (issue 13, item 3).
 ``smoke`` = the 8x8 digits, R in {1, 2}, 15 steps.
 """
 

@@ -106,7 +106,7 @@ def _html_section(
         f"<h2>{_e(entry.get('title', exp_id))} {_badge(status)}</h2>",
         f"<p class='meta'>id <code>{_e(exp_id)}</code>"
         + (f" · {_e(entry['paper'])}" if entry.get("paper") else "")
-        + (f" · time {_e(_time(entry))}" if _time(entry) else "")
+        + (f" · time {_e(t)}" if (t := _time(entry)) else "")
         + "</p>",
     ]
     if status in ("failed", "not available", "interrupted"):

@@ -57,8 +57,8 @@ def render_markdown(index: dict[str, Any], summaries: dict[str, dict[str, Any]])
         info = f"*{e.get('part', '')}* · id `{exp_id}`"
         if e.get("paper"):
             info += f" · {e['paper']}"
-        if _time(e):
-            info += f" · time {_time(e)}"
+        if t := _time(e):
+            info += f" · time {t}"
         lines += [info, ""]
         if status in ("failed", "not available", "interrupted"):
             lines += [f"**{status.capitalize()}:** {e.get('error', '')}", ""]
