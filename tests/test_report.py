@@ -267,12 +267,26 @@ def test_parallel_jobs_give_the_same_report(tmp_path, fakes, monkeypatch):
     assert "boom" in (tmp_path / "two" / "razin2020-2x2" / "error.txt").read_text()
     assert any("razin2020-2x2: FAILED" in line for line in lines)
     assert sum("running" in line for line in lines) == 4  # each available one started once
-    # the longest (by QUICK_SECONDS) started first
+    # the longest (by EXPECTED_SECONDS at quick scale) started first
     assert "arora2019-dynamics" in next(line for line in lines if "running" in line)
     md_one = (tmp_path / "one" / "report.md").read_text()
     md_two = (tmp_path / "two" / "report.md").read_text()
     claims_rows = [r for r in md_one.splitlines() if "claim " in r and "|" in r]
     assert claims_rows and all(r in md_two for r in claims_rows)
+
+
+def test_longest_first_uses_the_scale_s_own_times():
+    from factorflow.talk import EXPECTED_SECONDS, TALK, longest_first
+
+    ids = [t.id for t in TALK]
+    assert set(EXPECTED_SECONDS["paper"]) == set(EXPECTED_SECONDS["quick"]) == set(ids)
+    quick, paper = longest_first(ids, "quick"), longest_first(ids, "paper")
+    # natural rank: 8 s at quick scale (among the last), 5,314 s at paper scale (second, after
+    # IRMAE); starting it last at paper scale would leave one core idle for over an hour
+    assert quick.index("razin2021-natural-rank") >= 5
+    assert paper[:2] == ["jing2020-irmae", "razin2021-natural-rank"]
+    assert longest_first(ids, "smoke") == quick  # no table of its own
+    assert longest_first(["zzz", "razin2020-2x2"], "paper") == ["razin2020-2x2", "zzz"]
 
 
 def test_talk_jobs_option(monkeypatch):
