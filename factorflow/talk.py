@@ -22,6 +22,7 @@ from typing import Any
 from factorflow._progress import heartbeat
 from factorflow.report import claim_counts, load_summaries, totals, write_report
 from factorflow.results import run_metadata, write_json
+from factorflow.talk_schedule import longest_first
 
 __all__ = ["TALK", "TalkItem", "reproduce_talk"]
 
@@ -77,44 +78,6 @@ def _select(only: Sequence[str] | None, registered: dict[str, Any]) -> list[Talk
 def _excerpt(tb: str, n: int = TRACEBACK_LINES) -> str:
     lines = tb.rstrip().splitlines()
     return "\n".join(lines if len(lines) <= n else ["...", *lines[-n:]])
-
-
-#: Wall seconds of each experiment, per scale, only used to start the longest first when
-#: ``jobs > 1`` (a scale without a table uses quick's). quick: a `--jobs 2` talk run on the 2-core
-#: reference machine (README). paper: each experiment's own paper-scale run on one core of that
-#: machine (README's paper-scale table); IRMAE's is its eight models at ~74-170 s per epoch
-#: (docs/irmae-notes.md). The orders differ: natural rank is among the shortest at quick scale
-#: and the longest but one at paper scale, so quick's order would start it last.
-EXPECTED_SECONDS: dict[str, dict[str, float]] = {
-    "quick": {
-        "arora2019-completion": 63.0,
-        "arora2019-dynamics": 107.0,
-        "razin2020-2x2": 9.0,
-        "razin2020-perturbed": 5.0,
-        "razin2020-tensor-recovery": 11.0,
-        "razin2021-dynamics": 48.0,
-        "razin2021-natural-rank": 8.0,
-        "jing2020-irmae": 204.0,
-    },
-    "paper": {
-        "arora2019-completion": 1540.0,
-        "arora2019-dynamics": 376.0,
-        "razin2020-2x2": 507.0,
-        "razin2020-perturbed": 48.0,
-        "razin2020-tensor-recovery": 2628.0,
-        "razin2021-dynamics": 669.0,
-        "razin2021-natural-rank": 5314.0,
-        "jing2020-irmae": 100_000.0,
-    },
-}
-
-
-def longest_first(ids: Sequence[str], scale: str) -> list[str]:
-    """``ids`` ordered by :data:`EXPECTED_SECONDS` of ``scale``, longest first (ties and unknown
-    ids keep their order). With ``jobs`` workers this is the longest-processing-time rule: the
-    makespan is within 4/3 of the best schedule's (Graham 1969)."""
-    table = EXPECTED_SECONDS.get(scale, EXPECTED_SECONDS["quick"])
-    return sorted(ids, key=lambda i: -table.get(i, 0.0))
 
 
 #: How worker processes start (``jobs > 1``): "spawn" (a fresh interpreter: safe with torch's
@@ -285,7 +248,8 @@ def reproduce_talk(
     ``log``: a line when each experiment starts and ends, and every ``heartbeat_s`` seconds
     while one runs (0: never). ``jobs`` > 1 runs that many experiments at once, each in its own
     process (spawned, with this process's number of torch threads; its printed progress goes to
-    ``out_dir/logs/<id>.txt``), longest first by :data:`EXPECTED_SECONDS`; the results are the same
+    ``out_dir/logs/<id>.txt``), longest first by
+    :data:`factorflow.talk_schedule.EXPECTED_SECONDS`; the results are the same
     as with ``jobs=1`` (every experiment seeds its own generators). Returns the index
     written to ``out_dir/talk.json``: ``{"scale", "device", "seeds", "meta", "order",
     "experiments": {id: {"status": ok|failed|not available|interrupted, "elapsed_s", ...}},

@@ -276,7 +276,8 @@ def test_parallel_jobs_give_the_same_report(tmp_path, fakes, monkeypatch):
 
 
 def test_longest_first_uses_the_scale_s_own_times():
-    from factorflow.talk import EXPECTED_SECONDS, TALK, longest_first
+    from factorflow.talk import TALK
+    from factorflow.talk_schedule import EXPECTED_SECONDS, longest_first
 
     ids = [t.id for t in TALK]
     assert set(EXPECTED_SECONDS["paper"]) == set(EXPECTED_SECONDS["quick"]) == set(ids)
