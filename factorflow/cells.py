@@ -93,28 +93,41 @@ class CellStore:
         """The value of cell ``key``: from the store when a previous attempt finished it, else
         ``compute()``, stored before it is returned. A key used twice in one run is an error
         (two cells would share one file)."""
+        found, value = self.load(key)
+        if found:
+            return value
+        t0 = time.perf_counter()
+        value = compute()
+        self.put(key, value, time.perf_counter() - t0)
+        return value
+
+    def load(self, key: str) -> tuple[bool, Any]:
+        """``(True, value)`` when a previous attempt stored cell ``key``, else ``(False, None)``;
+        marks ``key`` as used in this run (a second use is a ValueError)."""
         path = self._path(key)
         if key in self._seen:
             raise ValueError(f"cell key {key!r} used twice in one run")
         self._seen.add(key)
-        if path.is_file():
-            with path.open("rb") as f:
-                stored = pickle.load(f)  # noqa: S301 - our own cache, see the module doc
-            self.kept += 1
-            if isinstance(stored, tuple) and len(stored) == 3 and stored[0] == _FORMAT:
-                self.kept_seconds += stored[2]
-                return stored[1]
-            self.kept_untimed += 1  # a bare value (the first format): its time is unknown
-            return stored
-        t0 = time.perf_counter()
-        value = compute()
-        seconds = time.perf_counter() - t0
+        if not path.is_file():
+            return False, None
+        with path.open("rb") as f:
+            stored = pickle.load(f)  # noqa: S301 - our own cache, see the module doc
+        self.kept += 1
+        if isinstance(stored, tuple) and len(stored) == 3 and stored[0] == _FORMAT:
+            self.kept_seconds += stored[2]
+            return True, stored[1]
+        self.kept_untimed += 1  # a bare value (the first format): its time is unknown
+        return True, stored
+
+    def put(self, key: str, value: Any, seconds: float) -> None:
+        """Store the value of cell ``key``, computed in ``seconds`` (atomically: a temporary
+        file renamed)."""
+        path = self._path(key)
         tmp = path.with_name(f".{path.name}.tmp")
         with tmp.open("wb") as f:
             pickle.dump((_FORMAT, value, seconds), f, protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(tmp, path)
         self.computed += 1
-        return value
 
     def summary(self) -> dict[str, Any]:
         """What this attempt kept and computed, for the run's summary."""

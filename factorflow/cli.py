@@ -98,6 +98,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
             only=only,
             options=options,
             jobs=_talk_jobs(args.jobs, args.device),
+            workers=args.workers,
             resume=args.resume,
             overwrite=args.overwrite,
         )
@@ -121,6 +122,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         resume=args.resume,
         threads=None,  # as set for the process: FACTORFLOW_THREADS, default 1
+        workers=args.workers,
     )
     print(f"{args.id}: {len(summary['rows'])} rows, {summary.get('elapsed_s', 0):.1f} s")
     for c in summary["claims"]:
@@ -262,6 +264,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="talk: experiments run at once, one process each (default: the number of CPU "
         "cores, at most 8; 1 on a GPU)",
+    )
+    rp.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes for an experiment's independent cells (IRMAE's models), each with "
+        "FACTORFLOW_THREADS threads; the talk gives each experiment this many (default 1)",
     )
     rp.set_defaults(func=_cmd_reproduce)
 

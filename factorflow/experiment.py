@@ -250,6 +250,8 @@ class Context:
     log: Callable[[str], None] = print
     saved: list[str] = field(default_factory=list)
     cells: Any = None  # a factorflow.cells.CellStore, or None: every cell is computed
+    workers: int = 1  # processes for map_cells (``--workers``); 1: this process
+    threads: int = 1  # torch/BLAS threads of each such worker
 
     def cell(self, key: str, compute: Callable[[], Any]) -> Any:
         """One unit of work (a grid cell, a seed, a model) named by ``key``, unique in the run:
@@ -257,6 +259,17 @@ class Context:
         (``--resume``; :mod:`factorflow.cells`). ``compute`` must depend on the settings and
         the key only (its own seeds), so a kept cell equals a recomputed one."""
         return compute() if self.cells is None else self.cells.get(key, compute)
+
+    def map_cells(self, items: Sequence[tuple[str, Callable[[], Any]]]) -> list[Any]:
+        """The values of several cells ``[(key, compute), ...]``, in that order: like
+        :meth:`cell` for each, but with ``workers`` > 1 the cells not yet stored run on that
+        many processes (:func:`factorflow.cell_pool.map_cells`; ``compute`` must pickle and
+        must not write to this context: it runs in another process)."""
+        from factorflow.cell_pool import map_cells
+
+        return map_cells(
+            items, workers=self.workers, store=self.cells, log=self.log, threads=self.threads
+        )
 
     def scratch(self, key: str) -> Path | None:
         """Where cell ``key`` may keep partial state while it runs (a training checkpoint), kept

@@ -129,6 +129,7 @@ def run_experiment(
     overwrite: bool = False,
     resume: bool = False,
     threads: int | None = 1,
+    workers: int = 1,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run experiment ``exp_id`` at ``scale`` (``quick``, ``paper`` or ``smoke``, a seconds-long
@@ -136,7 +137,9 @@ def run_experiment(
 
     ``seeds`` overrides the preset's number of seeds; ``options`` set any settings field (dotted
     keys for nested ones). ``threads``: torch and BLAS threads during the run (1 by default: the
-    problems are small, and parallelism comes from processes). ``overwrite`` replaces a finished
+    problems are small, and parallelism comes from processes). ``workers``: processes for the
+    experiment's cells (:meth:`Context.map_cells`; an experiment that has no independent cells
+    ignores it), each with ``threads`` threads. ``overwrite`` replaces a finished
     result atomically; ``resume`` returns it unchanged if it has the same settings (the returned
     summary then has ``"kept": True``)."""
     from factorflow.fit import resolve_device
@@ -147,6 +150,8 @@ def run_experiment(
         if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
             raise ValueError(f"--seeds must be an integer >= 1, got {seeds!r}")
         opts["seeds"] = seeds
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"--workers must be an integer >= 1, got {workers!r}")
     settings = exp.settings_for(scale, opts)
     dev = resolve_device(device)
     out = Path(out_dir)
@@ -177,7 +182,11 @@ def run_experiment(
     cells = CellStore.open(
         out.parent / f".{out.name}.cells", stamp, resume=resume, overwrite=overwrite, log=log
     )
-    ctx = Context(out_dir=tmp, device=dev, scale=scale, log=log, cells=cells)
+    n_threads = threads if threads is not None else torch.get_num_threads()
+    ctx = Context(
+        out_dir=tmp, device=dev, scale=scale, log=log, cells=cells, workers=workers,
+        threads=n_threads,
+    )  # fmt: skip
     t0 = time.perf_counter()
     torch.manual_seed(0)  # experiments seed their own generators; this only pins stray draws
     np.random.seed(0)  # noqa: NPY002

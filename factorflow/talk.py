@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from factorflow._progress import heartbeat
+from factorflow._progress import heartbeat, log_to
 from factorflow.report import claim_counts, load_summaries, totals, write_report
 from factorflow.results import run_metadata, write_json
 from factorflow.talk_schedule import longest_first
@@ -107,6 +107,7 @@ def _run_experiment(
     device: str,
     options_by_id: dict[str, dict[str, Any]],
     resume: bool = False,
+    workers: int = 1,
     threads: int | None = None,
 ) -> dict[str, Any]:
     """Run one experiment; return the index entry's update (status, elapsed_s, claims or the
@@ -129,6 +130,7 @@ def _run_experiment(
         redirect.enter_context(log_file)
         redirect.enter_context(contextlib.redirect_stdout(log_file))
         redirect.enter_context(contextlib.redirect_stderr(log_file))
+        redirect.enter_context(log_to(log_file))  # and the cells' worker processes
     with redirect:
         try:
             summary = run_experiment(
@@ -140,6 +142,7 @@ def _run_experiment(
                 options=options_by_id.get(exp_id, {}),
                 overwrite=True,  # the talk's own folder: with resume, other settings rerun
                 resume=resume,
+                workers=workers,
             )
         except Exception as e:
             tb = traceback.format_exc()
@@ -240,6 +243,7 @@ def reproduce_talk(
     jobs: int = 1,
     resume: bool = False,
     overwrite: bool = False,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Run the talk's experiments (or ``only`` those ids, in the talk's order) into
     ``out_dir/<id>/``, then write ``out_dir/report.html`` and ``out_dir/report.md``.
@@ -250,7 +254,9 @@ def reproduce_talk(
     process (spawned, with this process's number of torch threads; its printed progress goes to
     ``out_dir/logs/<id>.txt``), longest first by
     :data:`factorflow.talk_schedule.EXPECTED_SECONDS`; the results are the same
-    as with ``jobs=1`` (every experiment seeds its own generators). Returns the index
+    as with ``jobs=1`` (every experiment seeds its own generators). ``workers``: processes for
+    each experiment's independent cells (``run_experiment``'s), so up to ``jobs * workers``
+    processes at once. Returns the index
     written to ``out_dir/talk.json``: ``{"scale", "device", "seeds", "meta", "order",
     "experiments": {id: {"status": ok|failed|not available|interrupted, "elapsed_s", ...}},
     "total_s", "claims": {"held", "failed", "not_judged", "total"}}``.
@@ -350,7 +356,7 @@ def reproduce_talk(
 
     n_available = sum(index["experiments"][t.id]["status"] != "not available" for t in items)
     jobs = max(1, min(int(jobs), n_available))
-    args = (scale, seeds, device, per_exp, resume)
+    args = (scale, seeds, device, per_exp, resume, workers)
     if jobs == 1:
         for k, t in enumerate(items, 1):
             if not available(k, t):

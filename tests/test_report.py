@@ -49,7 +49,13 @@ def _fake(exp_id: str, *, fail: BaseException | None = None, holds=(True, False,
 
     def run(s: FakeSettings, ctx) -> list[dict]:
         RECEIVED.append(
-            {"id": exp_id, "scale": ctx.scale, "seeds": s.seeds, "device": str(ctx.device)}
+            {
+                "id": exp_id,
+                "scale": ctx.scale,
+                "seeds": s.seeds,
+                "device": str(ctx.device),
+                "workers": ctx.workers,
+            }
         )
         time.sleep(sleep)
         if fail is not None:
@@ -165,10 +171,12 @@ def test_only_runs_a_subset_and_passes_settings_through(tmp_path, fakes, monkeyp
         device="cuda",
         only=["razin2021-dynamics", "arora2019-completion"],
         log=None,
+        workers=3,
     )
     assert index["order"] == ["arora2019-completion", "razin2021-dynamics"]  # talk order
     assert RECEIVED == [
-        {"id": i, "scale": "paper", "seeds": 3, "device": "cuda"} for i in index["order"]
+        {"id": i, "scale": "paper", "seeds": 3, "device": "cuda", "workers": 3}
+        for i in index["order"]
     ]
     page = (tmp_path / "report.html").read_text()
     assert 'id="razin2020-2x2"' not in page
@@ -303,10 +311,10 @@ def test_talk_jobs_option(monkeypatch):
 def test_cli_option_reaches_the_experiment(tmp_path, fakes, capsys):
     args = ["reproduce", "razin2021-dynamics", "--out", str(tmp_path / "o")]
     opts = ["--option", "seeds = 3", "--option", "shape=[2, 5]", "--option", 'data_source="x"']
-    assert main(args + opts) == 0
+    assert main(args + opts + ["--workers", "2"]) == 0
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert summary["config"]["seeds"] == 3 and summary["config"]["shape"] == [2, 5]
-    assert RECEIVED[-1]["seeds"] == 3
+    assert RECEIVED[-1]["seeds"] == 3 and RECEIVED[-1]["workers"] == 2
     bad = [
         (["--option", "data_source=flow"], "not a TOML value"),  # a bare string
         (["--option", "noequals"], "KEY=VALUE"),

@@ -14,21 +14,22 @@ latents, decoded) scored by the probe's mean confidence and the nearest-neighbou
 test set. The library is ``factorflow.autoencoder``.
 
 Scales: ``paper`` is the authors' MNIST setting (100 epochs on the 60,000 training images,
-batch 32, Adam lr 1e-4, l in {0, 2, 4, 8}; the shapes run on 50,000 / 10,000 images as their
-defaults) -- about 80 min per model on 2 idle CPU cores, a GPU job (``--device cuda``).
-``quick`` trains far less (shapes 6,000 / 1,500 images, 6 epochs; Fashion-MNIST 5,000 / 1,000,
-4 epochs; batch 64, lr 1e-3 as the issue's measured starting point; l in {0, 8}); its counts are
-reported as measured, never tuned toward the paper's. Estimated ~3 min on 2 idle cores from
-``benchmarks/bench_irmae.py`` (see ``docs/irmae-notes.md``; on the loaded reference machine
-6-10x longer, not measured end to end).
+batch 32, Adam lr 1e-4, l in {0, 2, 4, 8}; shapes on 50,000 / 10,000 images): eight models of
+~2 h (shapes) and ~5-9 h (Fashion-MNIST) each on one CPU core, measured (``docs/irmae-notes.md``),
+so a GPU job (``--device cuda``) or ``--workers N`` models at once. ``quick`` trains far less
+(shapes 6,000 / 1,500 images, 6 epochs; Fashion-MNIST 5,000 / 1,000, 4 epochs; batch 64, lr 1e-3;
+l in {0, 8}); its counts are reported as measured, never tuned toward the paper's.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -145,18 +146,27 @@ def _data(s: IRMAESettings, dataset: str, seed: int) -> tuple[torch.Tensor, ...]
     d = load_images32(
         s.images, mode=s.images_mode, n_train=s.images_n_train, n_test=s.images_n_test, seed=seed
     )
-    return (
-        d.train_images[:, None],
-        d.train_labels,
-        d.test_images[:, None],
-        d.test_labels,
-        d.source,
-    )
+    return d.train_images[:, None], d.train_labels, d.test_images[:, None], d.test_labels, d.source
 
 
-def _one_model(s, ctx, dataset, l, seed, data) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Train one model and measure it: (its arrays, its row)."""
-    x_tr, y_tr, x_te, y_te, source = data
+@functools.lru_cache(maxsize=1)
+def _cached_data(s: IRMAESettings, dataset: str, seed: int) -> tuple[torch.Tensor, ...]:
+    """:func:`_data`, kept for the next model of this process (same data set and seed)."""
+    return _data(s, dataset, seed)
+
+
+def _one_model(
+    s: IRMAESettings,
+    dataset: str,
+    l: int,
+    seed: int,
+    device: Any,
+    checkpoint: Path | None,
+    log: Callable[[str], None],
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Train one model and measure it: (its arrays, its row). A cell: it may run in a worker
+    process (``--workers``), so it takes plain values, not the run's context."""
+    x_tr, y_tr, x_te, y_te, source = _cached_data(s, dataset, seed)
     channels = int(x_tr.shape[1])
     arch = "shapes" if dataset == "shapes" else "mnist"
     epochs = s.shapes_epochs if dataset == "shapes" else s.images_epochs
@@ -164,9 +174,8 @@ def _one_model(s, ctx, dataset, l, seed, data) -> tuple[dict[str, np.ndarray], d
     t0 = time.perf_counter()
     hist = train_autoencoder(
         model, x_tr, epochs=epochs, batch_size=s.batch_size, lr=s.lr, seed=seed,
-        device=ctx.device, eval_images=x_te,
-        checkpoint=ctx.scratch(f"{dataset}-l{l}-seed{seed}-training"),
-        callback=lambda r: ctx.log(
+        device=device, eval_images=x_te, checkpoint=checkpoint,
+        callback=lambda r: log(
             f"{dataset} l={l} seed {seed} epoch {r['epoch']}: loss {r['train_loss']:.5f}, "
             f"count {r.get('count_above_1e-2')}, erank {r.get('erank', float('nan')):.2f}"
         ),
@@ -216,16 +225,24 @@ def _one_model(s, ctx, dataset, l, seed, data) -> tuple[dict[str, np.ndarray], d
 
 
 def run(s: IRMAESettings, ctx: Context) -> list[dict[str, Any]]:
-    """One model per (data set, l, seed); seed k draws the data subset and the model's init."""
+    """One model per (data set, l, seed); seed k draws the data subset and the model's init.
+    The models are cells: with ``--workers N`` N of them train at once, the image models (2-3x
+    the cost of a shape model per step) first."""
+    log = ctx.log if ctx.workers == 1 else print  # a worker prints its own progress
+    models = [(d, l, k) for k in range(s.seeds) for d in ("shapes", s.images) for l in s.ls]
+    cells = {
+        f"{d}-l{l}-seed{k}": partial(
+            _one_model, s, d, l, k, ctx.device, ctx.scratch(f"{d}-l{l}-seed{k}-training"), log
+        )
+        for d, l, k in models
+    }
+    keys = sorted(cells, key=lambda c: ctx.workers > 1 and c.startswith("shapes"))  # stable
+    done = dict(zip(keys, ctx.map_cells([(c, cells[c]) for c in keys]), strict=True))
+    _cached_data.cache_clear()  # the images of this process's last model
     rows = []
-    for seed in range(s.seeds):
-        for dataset in ("shapes", s.images):
-            data = _data(s, dataset, seed)
-            for l in s.ls:
-                key = f"{dataset}-l{l}-seed{seed}"
-                arrays, row = ctx.cell(key, partial(_one_model, s, ctx, dataset, l, seed, data))
-                ctx.save_arrays(row["arrays"], **arrays)
-                rows.append(row)
+    for arrays, row in (done[c] for c in cells):  # in the talk's order
+        ctx.save_arrays(row["arrays"], **arrays)
+        rows.append(row)
     return rows
 
 

@@ -1,0 +1,113 @@
+"""Cells on worker processes (factorflow.cell_pool, ``--workers``): the same values in the same
+order as one process, each stored as it arrives, nothing finished lost when a cell fails."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from functools import partial
+
+import pytest
+
+from factorflow._progress import log_to
+from factorflow.cell_pool import map_cells
+from factorflow.cells import CellStore
+from factorflow.runner import run_experiment
+
+# module-level functions: spawned workers import them by name
+
+
+def _square(x: int) -> dict:
+    return {"x": x, "square": x * x}
+
+
+def _slow_or_fail(x: int) -> int:
+    if x == 0:
+        raise RuntimeError("cell 0 fails")
+    time.sleep(1.5)  # still running when cell 0 has failed
+    return x
+
+
+def _never(x: int) -> int:
+    raise AssertionError(f"cell {x} was kept and must not be computed again")
+
+
+def _store(tmp_path) -> CellStore:
+    return CellStore.open(tmp_path / "cells", {"experiment": "t"}, resume=True, log=lambda m: None)
+
+
+def test_workers_give_the_values_of_one_process_in_order(tmp_path):
+    items = [(f"c{i}", partial(_square, i)) for i in range(5)]
+    alone = map_cells(items, workers=1)
+    store = _store(tmp_path)
+    lines: list[str] = []
+    pooled = map_cells(items, workers=2, store=store, log=lines.append)
+    assert pooled == alone == [{"x": i, "square": i * i} for i in range(5)]
+    assert store.computed == 5 and sorted(p.stem for p in store.folder.glob("*.pkl")) == [
+        f"c{i}" for i in range(5)
+    ]
+    assert lines[0] == "5 cells on 2 worker processes (0 kept)"
+    assert sum("done in" in line for line in lines) == 5
+    # a second attempt loads every cell: _never would raise in a worker or here
+    again = _store(tmp_path)
+    kept = map_cells([(f"c{i}", partial(_never, i)) for i in range(5)], workers=2, store=again)
+    assert kept == alone and again.kept == 5 and again.computed == 0
+
+
+def test_a_failed_cell_keeps_the_finished_ones_and_starts_no_more(tmp_path):
+    store = _store(tmp_path)
+    lines: list[str] = []
+    items = [(f"c{i}", partial(_slow_or_fail, i)) for i in range(4)]
+    with pytest.raises(RuntimeError, match="cell 0 fails"):
+        map_cells(items, workers=2, store=store, log=lines.append)
+    # c1 was running beside c0: it finished and was kept; c2 and c3 never started
+    assert sorted(p.stem for p in store.folder.glob("*.pkl")) == ["c1"]
+    assert any("cell c0 failed: RuntimeError" in line for line in lines)
+    assert any("waiting for the 1 running cells" in line for line in lines)
+    # --resume: only the cells not kept are computed
+    again = _store(tmp_path)
+    fixed = [("c0", partial(_square, 0))] + [
+        (k, partial(_never, i) if k == "c1" else partial(_square, i))
+        for i, (k, _) in enumerate(items)
+    ][1:]
+    values = map_cells(fixed, workers=2, store=again)
+    assert values == [{"x": 0, "square": 0}, 1, {"x": 2, "square": 4}, {"x": 3, "square": 9}]
+    assert again.kept == 1 and again.computed == 3
+
+
+def test_bad_calls_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="cell keys used twice: \\['a'\\]"):
+        map_cells([("a", partial(_square, 1)), ("a", partial(_square, 2))], workers=2)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="workers must be an integer >= 1"):
+            map_cells([("a", partial(_square, 1))], workers=bad)
+    with pytest.raises(ValueError, match="--workers must be an integer >= 1"):
+        run_experiment("razin2020-2x2", tmp_path / "o", scale="smoke", workers=0)
+    assert not (tmp_path / "o").exists()
+
+
+def test_irmae_models_on_two_workers_equal_one_process(tmp_path):
+    """The runner's path: pickled model cells, their checkpoints, rows in the talk's order."""
+    rows = {}
+    for workers in (1, 2):
+        summary = run_experiment(
+            "jing2020-irmae", tmp_path / f"w{workers}", scale="smoke", workers=workers,
+            log=lambda m: None,
+        )  # fmt: skip
+        rows[workers] = [{k: v for k, v in r.items() if k != "train_s"} for r in summary["rows"]]
+    assert [(r["dataset"], r["l"]) for r in rows[2]] == [
+        ("shapes", 0), ("shapes", 8), ("fashion-mnist", 0), ("fashion-mnist", 8)
+    ]  # fmt: skip
+    assert rows[2] == rows[1]
+
+
+def test_log_to_sends_child_processes_output_to_the_file(tmp_path):
+    path = tmp_path / "log.txt"
+    with path.open("w", buffering=1) as f, log_to(f):
+        subprocess.run([sys.executable, "-c", "print('from a child')"], check=True)
+    assert path.read_text() == "from a child\n"
+    out = subprocess.run(
+        [sys.executable, "-c", "print('after')"], check=True, capture_output=True, text=True
+    )
+    assert out.stdout == "after\n"  # the descriptors were restored
