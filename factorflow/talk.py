@@ -276,6 +276,8 @@ def reproduce_talk(
     resolve_device(device)  # a missing GPU is one clear error, not one per experiment
     registered = experiments.EXPERIMENTS
     items = _select(only, registered)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"--workers must be an integer >= 1, got {workers!r}")
     out = Path(out_dir)
     check_out_dir(out)
     if (out / "talk.json").is_file() and not (resume or overwrite):

@@ -14,6 +14,7 @@ from factorflow._progress import log_to
 from factorflow.cell_pool import map_cells
 from factorflow.cells import CellStore
 from factorflow.runner import run_experiment
+from factorflow.talk import reproduce_talk
 
 # module-level functions: spawned workers import them by name
 
@@ -85,6 +86,9 @@ def test_bad_calls_are_refused(tmp_path):
     with pytest.raises(ValueError, match="--workers must be an integer >= 1"):
         run_experiment("razin2020-2x2", tmp_path / "o", scale="smoke", workers=0)
     assert not (tmp_path / "o").exists()
+    with pytest.raises(ValueError, match="--workers must be an integer >= 1"):
+        reproduce_talk(tmp_path / "t", scale="smoke", workers=0, log=None)
+    assert not (tmp_path / "t").exists()
 
 
 def test_irmae_models_on_two_workers_equal_one_process(tmp_path):
