@@ -255,7 +255,7 @@ def _sel(rows: pd.DataFrame, init: float | None = None, **eq: Any) -> pd.DataFra
         col = rows[k]
         mask &= col.isin(v) if isinstance(v, list | tuple) else (col == v).fillna(False)
     if init is not None:
-        mask &= np.isclose(rows["init_scale"].astype(float), init, rtol=1e-9)
+        mask &= np.isclose(rows["init_scale"].astype(float), init, rtol=1e-9, atol=0.0)
     return rows[mask]
 
 
@@ -347,7 +347,7 @@ def _last_flow_rows(rows: pd.DataFrame) -> pd.DataFrame:
     if rows.empty:
         return rows
     thr = rows["stop_rule"].str.removeprefix("mse<").astype(float)
-    return rows[np.isclose(thr, thr.min(), rtol=1e-9)]
+    return rows[np.isclose(thr, thr.min(), rtol=1e-9, atol=0.0)]  # losses below 1e-8 too
 
 
 def order4_recovered(rows: pd.DataFrame, min_obs: int = 1000) -> dict[str, Any]:
