@@ -172,6 +172,17 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 1 if res.failures else 0
 
 
+def _cmd_judge(args: argparse.Namespace) -> int:
+    from factorflow.runner import rejudge
+
+    for d in args.dirs:
+        summary = rejudge(Path(d))
+        changed = summary["rejudged"]["changed"]
+        what = ", ".join(f"{c['id']} {c['was']} -> {c['now']}" for c in changed) or "none changed"
+        print(f"{d}: {len(summary['claims'])} claims judged again; {what}")
+    return 0
+
+
 def _cmd_runs(args: argparse.Namespace) -> int:
     import pandas as pd
 
@@ -292,6 +303,15 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--track", choices=["tensorboard", "wandb"], help="also log every run")
     sw.add_argument("--quiet", action="store_true", help="no progress bar")
     sw.set_defaults(func=_cmd_sweep)
+
+    jd = sub.add_parser(
+        "judge",
+        help="judge the claims of finished `reproduce` results again with this code, from their "
+        "stored rows (after a fix to a claim's measurement; then `reproduce talk --resume` "
+        "refreshes a talk's report)",
+    )
+    jd.add_argument("dirs", nargs="+", metavar="DIR", help="a result folder (summary.json)")
+    jd.set_defaults(func=_cmd_judge)
 
     rs = sub.add_parser("runs", help="table of the run folders under DIR (also DIR/runs.csv)")
     rs.add_argument("dir")

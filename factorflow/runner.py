@@ -79,6 +79,28 @@ def judge(exp: Experiment, result: Result) -> list[dict[str, Any]]:
     return [jsonable(c.evaluate(result)) for c in exp.claims]
 
 
+def rejudge(result_dir: str | Path) -> dict[str, Any]:
+    """Judge a finished result's claims again with this code, from its stored rows and arrays
+    (which stay as they are): after a fix to how a claim is measured, no rerun is needed.
+    ``summary.json`` is rewritten (atomically) with the new claims and ``rejudged``: the code
+    that judged them (``run_metadata()``) and ``changed``, the claims whose verdict
+    (``holds``) changed. Returns the new summary."""
+    d = Path(result_dir)
+    result = load_result(d)
+    exp = get_experiment(result.summary["experiment"])
+    before = {c.get("id"): c.get("holds") for c in result.summary.get("claims", [])}
+    claims = judge(exp, result)
+    changed = [
+        {"id": c["id"], "was": before.get(c["id"]), "now": c.get("holds")}
+        for c in claims
+        if c["id"] not in before or before[c["id"]] != c.get("holds")
+    ]
+    summary = {**result.summary, "claims": claims}
+    summary["rejudged"] = {**run_metadata(), "changed": changed}
+    write_json(d / "summary.json", summary)
+    return jsonable(summary)
+
+
 def redraw(result_dir: str | Path, log: Callable[[str], None] = print) -> list[str]:
     """Draw the experiment's figures from the result folder alone, as ``<name>.png`` files in
     it; returns the file names. A figure that fails is logged and skipped (the results stay)."""
