@@ -15,7 +15,7 @@ Rules, for a user's sake:
 - a failing cell stops new cells from starting; the running ones finish and are stored, then the
   first error is raised (nothing finished is lost);
 - Ctrl-C, or a parent that dies, stops the workers (each worker watches its parent);
-- ``workers`` <= 1 computes in this process, exactly as :meth:`CellStore.get` would.
+- ``workers`` = 1 computes in this process, exactly as :meth:`CellStore.get` would.
 """
 
 from __future__ import annotations

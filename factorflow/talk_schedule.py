@@ -9,9 +9,9 @@ __all__ = ["EXPECTED_SECONDS", "longest_first"]
 
 #: Wall seconds of each experiment, per scale, only used to start the longest first when
 #: ``jobs > 1`` (a scale without a table uses quick's). quick: a `--jobs 2` talk run on the 2-core
-#: reference machine (README). paper: each experiment's own paper-scale run on one core of that
-#: machine (README's paper-scale table); IRMAE's is its eight models at ~74-170 s per epoch
-#: (docs/irmae-notes.md). The orders differ: natural rank is among the shortest at quick scale
+#: reference machine (README). paper: each experiment's own time in the `--jobs 2` paper-scale
+#: sitting of the seven (README's paper-scale table); IRMAE's is its eight models at ~74-190 s
+#: per epoch (docs/irmae-notes.md). The orders differ: natural rank is among the shortest at quick scale
 #: and the longest but one at paper scale, so quick's order would start it last.
 EXPECTED_SECONDS: dict[str, dict[str, float]] = {
     "quick": {
@@ -25,13 +25,13 @@ EXPECTED_SECONDS: dict[str, dict[str, float]] = {
         "jing2020-irmae": 204.0,
     },
     "paper": {
-        "arora2019-completion": 1540.0,
-        "arora2019-dynamics": 376.0,
-        "razin2020-2x2": 507.0,
-        "razin2020-perturbed": 48.0,
-        "razin2020-tensor-recovery": 2628.0,
-        "razin2021-dynamics": 669.0,
-        "razin2021-natural-rank": 5314.0,
+        "arora2019-completion": 1486.0,
+        "arora2019-dynamics": 351.0,
+        "razin2020-2x2": 355.0,
+        "razin2020-perturbed": 49.0,
+        "razin2020-tensor-recovery": 2856.0,
+        "razin2021-dynamics": 661.0,
+        "razin2021-natural-rank": 4229.0,
         "jing2020-irmae": 100_000.0,
     },
 }
