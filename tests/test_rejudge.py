@@ -3,6 +3,7 @@ stored rows, without a rerun."""
 
 from __future__ import annotations
 
+import html
 import json
 
 from factorflow.cli import main
@@ -32,3 +33,28 @@ def test_rejudge_restores_the_verdicts_from_the_rows_and_says_what_changed(tmp_p
         f"{out}: {len(first['claims'])} claims judged again; none changed"
         in capsys.readouterr().out
     )
+
+
+def test_a_talk_resumed_after_judge_reports_the_new_verdicts_and_says_so(tmp_path):
+    from factorflow.talk import reproduce_talk
+
+    reproduce_talk(tmp_path, scale="smoke", only=["razin2020-perturbed"], log=None)
+    result = tmp_path / "razin2020-perturbed"
+    summary = json.loads((result / "summary.json").read_text())
+    claim = next(c for c in summary["claims"] if c["holds"] is not None)
+    claim["holds"] = not claim["holds"]  # stale, as before a measurement fix
+    (result / "summary.json").write_text(json.dumps(summary))
+    stale = reproduce_talk(
+        tmp_path, scale="smoke", only=["razin2020-perturbed"], resume=True, log=None
+    )
+    rejudge(result)
+    fixed = reproduce_talk(
+        tmp_path, scale="smoke", only=["razin2020-perturbed"], resume=True, log=None
+    )
+    assert fixed["experiments"]["razin2020-perturbed"]["kept"]  # not rerun
+    assert fixed["claims"] != stale["claims"]  # the index counts the new verdicts
+    label = {True: "holds", False: "fails"}
+    change = f"{claim['id']}: {label[claim['holds']]} -> {label[not claim['holds']]}"
+    for name, shown in (("report.md", change), ("report.html", html.escape(change))):
+        text = (tmp_path / name).read_text()
+        assert "Claims judged again from the stored rows" in text and shown in text

@@ -92,6 +92,21 @@ def _time(e: dict[str, Any]) -> str | None:
     return f"{e['elapsed_s']:.1f} s"
 
 
+def _rejudged(summary: dict[str, Any]) -> str | None:
+    """A line for a result whose claims were judged again (``factorflow judge``), or None."""
+    r = summary.get("rejudged")
+    if not r:
+        return None
+    changed = "; ".join(
+        f"{c['id']}: {_holds_label(c['was'])} -> {_holds_label(c['now'])}" for c in r["changed"]
+    )
+    return (
+        f"Claims judged again from the stored rows on {r.get('created', '?')} by git commit "
+        f"{r.get('git_commit') or 'unknown'} (`factorflow judge`); "
+        + (f"verdicts changed: {changed}" if changed else "no verdict changed")
+    )
+
+
 def _holds_label(h: Any) -> str:
     return {True: "holds", False: "fails"}.get(h, "not judged")
 

@@ -11,6 +11,7 @@ from factorflow.report import (
     _fmt,
     _headline,
     _overview_rows,
+    _rejudged,
     _seeds,
     _time,
     claims_table,
@@ -69,6 +70,8 @@ def render_markdown(index: dict[str, Any], summaries: dict[str, dict[str, Any]])
         for name in s.get("figures", []):
             lines += [f"![{name}]({exp_id}/{name})", ""]
         lines += ["### Claims", ""]
+        if _rejudged(s):
+            lines += [f"_{_rejudged(s)}_", ""]
         claims = s.get("claims", [])
         if claims:
             header, rows = claims_table(claims)
