@@ -9,8 +9,11 @@ W, recon_mse). Also printed: how the evaluations split between the RK45 and CVOD
 the median step of CVODE in the windows where it is small (components being learned).
 
     python benchmarks/bench_precond.py [--repeats 2]
+    python benchmarks/bench_precond.py --tolerances   # evaluations at looser rtol / atol
 
-Writes ``benchmarks/results/bench_precond.json``.
+Writes ``benchmarks/results/bench_precond.json`` (``bench_precond_tolerances.json``). Measured
+with ``--tolerances``: looser tolerances save at most ~1.5x of the evaluations (see the JSON),
+so the step count is not mainly set by the tolerance.
 """
 
 from __future__ import annotations
@@ -32,14 +35,14 @@ from factorflow.problems.matrix import synthetic_completion
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def run_cell(precond_dtype: str) -> dict:
+def run_cell(precond_dtype: str, rtol: float = 1e-7, atol: float = 1e-10) -> dict:
     problem = synthetic_completion((100, 100), 5, 2000, 0)
     obj = DMFObjective(problem, "mse")
     factors, _ = init_dmf((100, 100), 4, init="gaussian", init_scale=1e-6, seeds=[0])
     res = train(
         factors,
         obj,
-        Flow(method="auto", rtol=1e-7, atol=1e-10, precond_dtype=precond_dtype),
+        Flow(method="auto", rtol=rtol, atol=atol, precond_dtype=precond_dtype),
         Stop(loss_below=1e-6, max_evals=200_000),
         Schedule(per_decade=2),
     )
@@ -60,11 +63,48 @@ def run_cell(precond_dtype: str) -> dict:
     }
 
 
+#: (rtol, atol) pairs of ``--tolerances``; the first is the experiments' setting.
+TOLERANCES = ((1e-7, 1e-10), (1e-6, 1e-10), (1e-5, 1e-10), (1e-7, 1e-9), (1e-7, 1e-8), (1e-6, 1e-8))
+
+
+def tolerances() -> None:
+    """How far the integrator's tolerances move the cost of the cell: evaluations and CVODE steps
+    (counts, not times: they do not depend on the machine's load) and the end state against the
+    experiments' tolerances (float32 preconditioner products)."""
+    runs = [{"rtol": rt, "atol": at, **run_cell("float32", rt, at)} for rt, at in TOLERANCES]
+    ref = runs[0]
+    for r in runs:
+        r["top5_max_rel_diff"] = max(
+            abs(x - y) / abs(x) for x, y in zip(ref["top5"], r["top5"], strict=True)
+        )
+        r["recon_mse_rel_diff"] = abs(r["recon_mse"] - ref["recon_mse"]) / ref["recon_mse"]
+        r["evals_ratio"] = ref["n_evals"] / r["n_evals"]
+        print(
+            f"rtol {r['rtol']:g} atol {r['atol']:g}: {r['n_evals']} evals "
+            f"({r['evals_ratio']:.2f}x fewer), {r['cvode_steps']} CVODE steps; top-5 singular "
+            f"values {r['top5_max_rel_diff']:.1e}, recon_mse {r['recon_mse_rel_diff']:.1e} "
+            "relative to the first",
+            flush=True,
+        )
+    keep = ("rtol", "atol", "status", "n_evals", "cvode_steps", "nprec_solves", "flow_time",
+            "top5_max_rel_diff", "recon_mse_rel_diff", "evals_ratio")  # fmt: skip
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "bench_precond_tolerances.json").write_text(
+        json.dumps([{k: r[k] for k in keep} for r in runs], indent=1) + "\n"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument(
+        "--tolerances", action="store_true", help="instead: evaluations at other rtol / atol"
+    )
     args = ap.parse_args()
     set_threads(1)
+    if args.tolerances:
+        tolerances()
+        return
     runs = []
     for _ in range(args.repeats):
         for dtype in ("float64", "float32"):
