@@ -30,10 +30,16 @@ from typing import Any
 
 from factorflow._threads import set_threads
 
-__all__ = ["map_cells"]
+__all__ = ["check_workers", "map_cells"]
 
 #: How worker processes start: a fresh interpreter (safe with torch's thread pools and CUDA).
 MP_CONTEXT = "spawn"
+
+
+def check_workers(workers: Any) -> None:
+    """A ValueError unless ``workers`` (``--workers``) is an integer >= 1."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"--workers must be an integer >= 1, got {workers!r}")
 
 
 def _watch_parent(parent: int) -> None:
@@ -73,8 +79,7 @@ def map_cells(
     if len(set(keys)) != len(keys):
         dup = sorted({k for k in keys if keys.count(k) > 1})
         raise ValueError(f"cell keys used twice: {dup}")
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+    check_workers(workers)
     values: dict[str, Any] = {}
     todo = []
     for key, compute in items:
@@ -107,9 +112,7 @@ def map_cells(
                     error_callback=lambda e, k=key: done.put((k, None, e)),
                 )
                 running += 1
-            if error is not None:
-                pending.clear()
-            if not running:
+            if not running:  # nothing left, or nothing more starts after an error
                 break
             key, result, exc = done.get()
             running -= 1

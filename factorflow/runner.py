@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from factorflow.cell_pool import check_workers
 from factorflow.cells import CellStore
 from factorflow.experiment import Context, Experiment, Result
 from factorflow.results import check_out_dir, jsonable, read_json, run_metadata, write_json
@@ -172,8 +173,7 @@ def run_experiment(
         if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
             raise ValueError(f"--seeds must be an integer >= 1, got {seeds!r}")
         opts["seeds"] = seeds
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"--workers must be an integer >= 1, got {workers!r}")
+    check_workers(workers)
     settings = exp.settings_for(scale, opts)
     dev = resolve_device(device)
     out = Path(out_dir)

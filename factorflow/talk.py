@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from factorflow._progress import heartbeat, log_to
+from factorflow.cell_pool import check_workers
 from factorflow.report import claim_counts, load_summaries, totals, write_report
 from factorflow.results import run_metadata, write_json
 from factorflow.talk_schedule import longest_first
@@ -276,8 +277,7 @@ def reproduce_talk(
     resolve_device(device)  # a missing GPU is one clear error, not one per experiment
     registered = experiments.EXPERIMENTS
     items = _select(only, registered)
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"--workers must be an integer >= 1, got {workers!r}")
+    check_workers(workers)
     out = Path(out_dir)
     check_out_dir(out)
     if (out / "talk.json").is_file() and not (resume or overwrite):
