@@ -67,6 +67,7 @@ def map_cells(
     store: Any = None,
     log: Callable[[str], None] = print,
     threads: int = 1,
+    on_done: Callable[[str, Any], None] | None = None,
 ) -> list[Any]:
     """The values of the cells ``items`` = ``[(key, compute), ...]``, in that order.
 
@@ -74,7 +75,9 @@ def map_cells(
     runs the cells not yet stored on that many spawned processes (at most one per cell), each
     with ``threads`` torch/BLAS threads; ``compute`` must then pickle (a module-level function,
     or a :func:`functools.partial` of one). Longest cells first makes the best use of the
-    workers: they start in the order given. Keys must be unique."""
+    workers: they start in the order given. Keys must be unique. ``on_done(key, value)`` is
+    called in this process for each cell as its value is kept or loaded (progress lines: in
+    the order the cells finish)."""
     keys = [k for k, _ in items]
     if len(set(keys)) != len(keys):
         dup = sorted({k for k in keys if keys.count(k) > 1})
@@ -86,6 +89,8 @@ def map_cells(
         found, value = store.load(key) if store is not None else (False, None)
         if found:
             values[key] = value
+            if on_done is not None:
+                on_done(key, value)
         else:
             todo.append((key, compute))
     if workers == 1 or len(todo) <= 1:
@@ -94,6 +99,8 @@ def map_cells(
             if store is not None:
                 store.put(key, value, seconds)
             values[key] = value
+            if on_done is not None:
+                on_done(key, value)
         return [values[k] for k in keys]
     n = min(workers, len(todo))
     log(f"{len(todo)} cells on {n} worker processes ({len(values)} kept)")
@@ -128,6 +135,8 @@ def map_cells(
                 store.put(key, value, seconds)
             values[key] = value
             log(f"cell {key} done in {seconds:.1f} s ({len(values)}/{len(keys)})")
+            if on_done is not None:
+                on_done(key, value)
     if error is not None:
         raise error
     return [values[k] for k in keys]

@@ -30,13 +30,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from factorflow.context import Context
 from factorflow.typed import build_dataclass, config_to_dict
 
 __all__ = [
@@ -234,61 +235,6 @@ class Claim:
         out["holds"] = not failed
         out["reason"] = ("fails: " + "; ".join(failed)) if failed else self.note or None
         return out
-
-
-# --------------------------------------------------------------------------- run context
-
-
-@dataclass
-class Context:
-    """What the runner hands an experiment's run: where to put arrays, the device, the scale,
-    and a logger (progress lines go to stdout and ``log.txt``)."""
-
-    out_dir: Path
-    device: Any
-    scale: str
-    log: Callable[[str], None] = print
-    saved: list[str] = field(default_factory=list)
-    cells: Any = None  # a factorflow.cells.CellStore, or None: every cell is computed
-    workers: int = 1  # processes for map_cells (``--workers``); 1: this process
-    threads: int = 1  # torch/BLAS threads of each such worker
-
-    def cell(self, key: str, compute: Callable[[], Any]) -> Any:
-        """One unit of work (a grid cell, a seed, a model) named by ``key``, unique in the run:
-        ``compute()``, or its value from an interrupted attempt with the same settings
-        (``--resume``; :mod:`factorflow.cells`). ``compute`` must depend on the settings and
-        the key only (its own seeds), so a kept cell equals a recomputed one."""
-        return compute() if self.cells is None else self.cells.get(key, compute)
-
-    def map_cells(self, items: Sequence[tuple[str, Callable[[], Any]]]) -> list[Any]:
-        """The values of several cells ``[(key, compute), ...]``, in that order: like
-        :meth:`cell` for each, but with ``workers`` > 1 the cells not yet stored run on that
-        many processes (:func:`factorflow.cell_pool.map_cells`; ``compute`` must pickle and
-        must not write to this context: it runs in another process)."""
-        from factorflow.cell_pool import map_cells
-
-        return map_cells(
-            items, workers=self.workers, store=self.cells, log=self.log, threads=self.threads
-        )
-
-    def scratch(self, key: str) -> Path | None:
-        """Where cell ``key`` may keep partial state while it runs (a training checkpoint), kept
-        for ``--resume`` like finished cells; None when the run keeps no cells."""
-        return None if self.cells is None else self.cells.scratch(key)
-
-    def save_arrays(self, name: str, **arrays: Any) -> str:
-        """Write ``name.npz`` (numpy arrays or tensors) into the result folder; returns the file
-        name. Figures and claims read it back through :meth:`Result.arrays`."""
-        if not name.replace("_", "").replace("-", "").isalnum():
-            raise ValueError(f"array file name must be alphanumeric, got {name!r}")
-        data = {
-            k: (v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v))
-            for k, v in arrays.items()
-        }
-        path = Path(self.out_dir) / f"{name}.npz"
-        np.savez_compressed(path, **data)
-        self.saved.append(path.name)
-        return path.name
 
 
 # --------------------------------------------------------------------------- experiment
