@@ -18,9 +18,11 @@ seed 0 (~1 h on 2 cores, estimated from measured parts).
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
+from typing import Any
 
 from factorflow.config import OptimizerConfig
-from factorflow.experiment import Check, Claim, Experiment, at_least, at_most
+from factorflow.experiment import Check, Claim, Context, Experiment, at_least, at_most
 from factorflow.problems.matrix import synthetic_completion
 from factorflow.recovery import (
     COLUMNS,
@@ -66,15 +68,10 @@ SMOKE = dataclasses.replace(
 )
 
 
-def run(s: RecoverySettings, ctx) -> list[dict]:
+def run(s: RecoverySettings, ctx: Context) -> list[dict[str, Any]]:
     """The grid on synthetic completion problems (seed s draws W* and the observed set)."""
-    return recovery_grid(
-        s,
-        lambda n_obs, seed: synthetic_completion(s.shape, s.rank, n_obs, seed),
-        ctx.device,
-        ctx.log,
-        ctx.cell,
-    )
+    problem = partial(synthetic_completion, s.shape, s.rank)  # (n_obs, seed) -> problem
+    return recovery_grid(s, problem, ctx.device, ctx.log, ctx.map_cells)
 
 
 CLAIMS = (

@@ -19,6 +19,7 @@ core). ``paper`` runs the paper's grid, with group RMSProp only for depth 3 at i
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 from typing import Any
 
 from factorflow.config import OptimizerConfig
@@ -70,11 +71,8 @@ SMOKE = dataclasses.replace(
 
 def run(s: RecoverySettings, ctx: Context) -> list[dict[str, Any]]:
     """The grid on Gaussian sensing problems (seed s draws W* and the measurement matrices)."""
-
-    def make_problem(n_obs: int, seed: int):
-        return gaussian_sensing(s.shape, s.rank, n_obs, seed)
-
-    return recovery_grid(s, make_problem, ctx.device, ctx.log, ctx.cell)
+    problem = partial(gaussian_sensing, s.shape, s.rank)  # (n_obs, seed) -> problem
+    return recovery_grid(s, problem, ctx.device, ctx.log, ctx.map_cells)
 
 
 CLAIMS = (

@@ -50,6 +50,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from factorflow.config import OptimizerConfig
@@ -77,18 +78,19 @@ class Settings:
     ``dim`` per mode, ``init_scales`` x ``seeds`` runs per cell by the optimizer the order names
     (``order3_optimizer`` / ``order4_optimizer``: ``"gd"`` or ``"flow"``, i.e. the settings
     ``gd`` or ``flow``; the paper preset runs order 4 with the flow, see the module doc). By
-    ``gd`` (a discrete optimizer): under the patience rule (mse < ``stop_loss`` at ``n_checks`` consecutive checks
-    ``check_every`` steps apart; ``extra_checks`` more replayed), at most ``max_steps3`` /
-    ``max_steps4`` steps; ``batch_inits``: ``together`` (one batch per cell), ``apart`` (one per
-    init) or ``auto`` (together at order 3, apart above, where run lengths differ ~100x). By
-    ``flow``: every init scale at every count to each of ``flow_losses`` (no discrete rows; the
-    claims read the flow's rows at its lowest loss where they read the paper stop). In an order
-    run by ``gd``, flow rows beside the discrete ones at ``flow_n_obs`` (None: every count) x
-    ``flow_inits`` (empty: no flow) to each of ``flow_losses``. Ranks for ``rank_for`` rows (``all``, ``claims``: the claims' cell,
-    ``none``), searched up to ``rank_max``. The claims read ``claim_n_obs``, over
-    ``claim_targets`` target instances. Comparison (``comparison``): ``comparison_dim``^3 rank
-    ``comparison_rank``, ``comparison_frac`` observed, ``comparison_seeds`` (None: ``seeds``)
-    inits at ``comparison_init``."""
+    ``gd`` (a discrete optimizer): under the patience rule (mse < ``stop_loss`` at ``n_checks``
+    consecutive checks ``check_every`` steps apart; ``extra_checks`` more replayed), at most
+    ``max_steps3`` / ``max_steps4`` steps; ``batch_inits``: ``together`` (one batch per cell),
+    ``apart`` (one per init) or ``auto`` (together at order 3, apart above, where run lengths
+    differ ~100x). By ``flow``: every init scale at every count to each of ``flow_losses`` (no
+    discrete rows; the claims read the flow's rows at its lowest loss where they read the paper
+    stop). In an order run by ``gd``, flow rows beside the discrete ones at ``flow_n_obs``
+    (None: every count) x ``flow_inits`` (empty: no flow) to each of ``flow_losses``. Ranks for
+    ``rank_for`` rows (``all``, ``claims``: the claims' cell, ``none``), searched up to
+    ``rank_max``. The claims read ``claim_n_obs``, over ``claim_targets`` target instances.
+    Comparison (``comparison``): ``comparison_dim``^3 rank ``comparison_rank``,
+    ``comparison_frac`` observed, ``comparison_seeds`` (None: ``seeds``) inits at
+    ``comparison_init``."""
 
     seeds: int = 5
     orders: tuple[int, ...] = (3, 4)
@@ -225,29 +227,40 @@ def _wants_rank(s: Settings):
     return wanted
 
 
+def _cell(
+    s: Settings, title: str, setting: str, dims: tuple[int, ...], rank: int, t_seed: int,
+    seed: int, n_obs: int, inits: tuple[float, ...], n_runs: int, flow_inits: tuple[float, ...],
+    device: Any, log: Any,
+) -> tuple[list, list, dict]:  # fmt: skip
+    """One (setting, order, rank, target, observation count) of the grid: its target from
+    ``seed``, the first ``n_obs`` entries of its nested observation order, every init; logs
+    ``title`` first."""
+    log(title)
+    W, entry_order = nested_completion_target(dims, rank, seed=seed)
+    together = s.batch_inits == "together" or (s.batch_inits == "auto" and len(dims) <= 3)
+    return recovery_cell(
+        setting, W, observe_first(W, entry_order, n_obs), target_rank=rank, target_seed=t_seed,
+        inits=inits, n_runs=n_runs, gd=s.gd,
+        patience=Patience(s.stop_loss, s.check_every, s.n_checks, s.extra_checks),
+        max_steps=s.max_steps(len(dims)), flow=s.flow, flow_inits=flow_inits,
+        flow_losses=s.flow_losses, flow_max_evals=s.flow_max_evals, loss=s.loss,
+        batch_inits=together, base_seed=10_000 * (s.target_seed + 1), als_seed=s.target_seed,
+        large_frac=s.large_frac, device=device, log=log,
+    )  # fmt: skip
+
+
 def run(s: Settings, ctx: Context) -> list[dict[str, Any]]:
     """The recovery grid, the claim's extra target instances and the CP-ALS comparison, then the
     rank estimates; flow step times go to ``flow_steps.npz``."""
     rows, tensors, arrays = [], [], {}
     comparison_seeds = s.comparison_seeds or s.seeds
+    cells: list[tuple[str, Any]] = []  # (key, compute): run by ctx.map_cells (``--workers``)
 
-    def cell(setting, dims, rank, t_seed, seed, n_obs, inits, n_runs, flow_inits=()):  # noqa: ANN001
-        def compute():  # noqa: ANN202
-            W, entry_order = nested_completion_target(dims, rank, seed=seed)
-            together = s.batch_inits == "together" or (s.batch_inits == "auto" and len(dims) <= 3)
-            return recovery_cell(
-                setting, W, observe_first(W, entry_order, n_obs), target_rank=rank,
-                target_seed=t_seed, inits=inits, n_runs=n_runs, gd=s.gd,
-                patience=Patience(s.stop_loss, s.check_every, s.n_checks, s.extra_checks),
-                max_steps=s.max_steps(len(dims)), flow=s.flow, flow_inits=flow_inits,
-                flow_losses=s.flow_losses, flow_max_evals=s.flow_max_evals, loss=s.loss,
-                batch_inits=together, base_seed=10_000 * (s.target_seed + 1),
-                als_seed=s.target_seed, large_frac=s.large_frac, device=ctx.device, log=ctx.log,
-            )  # fmt: skip
-
+    def cell(title: str, setting: str, dims: tuple[int, ...], rank: int, t_seed: int, seed: int,
+             n_obs: int, inits: tuple, n_runs: int, flow_inits: tuple = ()) -> None:  # fmt: skip
         key = f"{setting}-order{len(dims)}-dim{dims[0]}-rank{rank}-target{t_seed}-n{n_obs}"
-        r, t, a = ctx.cell(key, compute)
-        rows.extend(r), tensors.extend(t), arrays.update(a)
+        args = (title, setting, dims, rank, t_seed, seed, n_obs, inits, n_runs, flow_inits)
+        cells.append((key, partial(_cell, s, *args, ctx.device, ctx.cell_log)))
 
     def split(order: int, inits: tuple[float, ...], flow: bool) -> tuple[tuple, tuple]:
         """(discrete inits, flow inits) of a cell of ``order``."""
@@ -258,24 +271,26 @@ def run(s: Settings, ctx: Context) -> list[dict[str, Any]]:
     for order in s.orders:
         for rank in s.target_ranks:
             for m in s.n_obs(order):
-                ctx.log(f"order {order}, rank {rank}, {m} observations ({s.optimizer(order)})")
+                title = f"order {order}, rank {rank}, {m} observations ({s.optimizer(order)})"
                 flow = s.flow_n_obs is None or m in s.flow_n_obs
                 seed = 1000 * s.target_seed + 10 * order + rank
                 gd_inits, flow_inits = split(order, s.init_scales, flow)
-                cell("recovery", (s.dim,) * order, rank, s.target_seed, seed, m, gd_inits,
+                cell(title, "recovery", (s.dim,) * order, rank, s.target_seed, seed, m, gd_inits,
                      s.seeds, flow_inits)  # fmt: skip
     if 3 in s.orders and 1 in s.target_ranks and 1e-3 in s.init_scales:
         gd_inits, flow_inits = split(3, (1e-3,), False)
         for t in range(s.target_seed + 1, s.target_seed + s.claim_targets):
-            ctx.log(f"extra target instance {t}, {s.claim_n_obs} observations")
-            cell("recovery_extra_target", (s.dim,) * 3, 1, t, 1000 * t + 31, s.claim_n_obs,
+            title = f"extra target instance {t}, {s.claim_n_obs} observations"
+            cell(title, "recovery_extra_target", (s.dim,) * 3, 1, t, 1000 * t + 31, s.claim_n_obs,
                  gd_inits, s.seeds, flow_inits)  # fmt: skip
     if s.comparison:
         dims = (s.comparison_dim,) * 3
         m = max(1, round(s.comparison_frac * math.prod(dims)))
-        ctx.log(f"CP-ALS comparison, {dims}, {m} observations")
-        cell("als_comparison", dims, s.comparison_rank, s.target_seed,
+        title = f"CP-ALS comparison, {dims}, {m} observations"
+        cell(title, "als_comparison", dims, s.comparison_rank, s.target_seed,
              1000 * s.target_seed + 777, m, (s.comparison_init,), comparison_seeds)  # fmt: skip
+    for r, t, a in ctx.map_cells(cells):
+        rows.extend(r), tensors.extend(t), arrays.update(a)
     ctx.log("rank estimates")
     add_ranks(rows, tensors, _wants_rank(s), s.rank_max)
     if arrays:

@@ -228,9 +228,19 @@ def _name(prefix: str, std: float, seed: int) -> str:
     return f"{prefix}_std{std:g}_seed{seed}".replace(".", "p")
 
 
-def _fit_cell(s: Settings, opt: str, init, objective, seed: int, gd_lr: float, W_star):  # noqa: ANN001, ANN202
-    """One fit: its row and trajectory arrays, the method and the time axis."""
-    res, method, axis = _fit(s, opt, init, objective, seed, gd_lr)
+def _fit_cell(
+    s: Settings,
+    opt: str,
+    init: list[torch.Tensor],
+    objective: CPObjective,
+    seed: int,
+    gd: tuple[float, float | None],
+    W_star: torch.Tensor,
+    base: dict[str, Any],
+) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    """One optimizer from one init (``gd``: GD's (lr, lambda_star)): its row, the name of its
+    trajectory arrays, and the arrays."""
+    res, method, axis = _fit(s, opt, init, objective, seed, gd[0])
     row, arrays = fit_row(
         res,
         W_star,
@@ -242,17 +252,35 @@ def _fit_cell(s: Settings, opt: str, init, objective, seed: int, gd_lr: float, W
     if s.estimate_rank:
         W = cp_to_tensor(res.params)[0].cpu().numpy()
         row["estimated_rank"] = int(estimate_tensor_rank(W, tol=1e-6, max_rank=12))
-    return row, arrays, method, axis
+    if opt == "gd":
+        row.update(gd_lr=gd[0], lambda_star=gd[1])
+    name = _name(f"traj_{opt}", base["init_scale"], seed)
+    row = {**base, **row, "kind": "fit", "optimizer": opt, "trajectory": name}
+    row.update(method=method, axis=axis)
+    return row, name, arrays
 
 
-def _theorem_cell(init, objective, hybrid, stop, probes):  # noqa: ANN001, ANN202
-    """Theorem 1's check from the balanced init: its row and arrays."""
-    return theorem_row(flow_then_gd(balance_components(init), objective, hybrid, stop, probes))
+def _theorem_cell(
+    s: Settings, seed: int, init: list[torch.Tensor], objective: CPObjective, base: dict[str, Any]
+) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    """Theorem 1's check from the balanced init, RK45 up to the switch (no GD): its row, the
+    name of its arrays, and the arrays."""
+    stop = Stop(loss_below=s.stop_loss, max_steps=s.flow_max_steps, max_wall_s=s.max_wall_s)
+    probes = component_probes(s.top_k, objective, s.rate_rel_floor)
+    hybrid = _hybrid(s, seed, stop_at_switch=True)
+    res = flow_then_gd(balance_components(init), objective, hybrid, stop, probes)
+    row, arrays = theorem_row(res)
+    name = _name("theorem", base["init_scale"], seed)
+    row = {**base, **row, "kind": "theorem_check", "trajectory": name}
+    row.update(optimizer="flow_balanced", axis="flow time")
+    row["method"] = "flow from balanced init, up to the switch (RK45)"
+    return row, name, arrays
 
 
 def run(s: Settings, ctx: Context) -> list[dict[str, Any]]:
-    """Every optimizer from every init std, per seed, then the theorem check; one row each."""
-    rows: list[dict[str, Any]] = []
+    """Every optimizer from every init std, per seed, then the theorem check; one row each.
+    Each fit and each check is a cell (``--workers`` runs them on several processes)."""
+    cells: list[tuple[str, Any]] = []
     dev = ctx.device
     for seed in range(s.seeds):
         gen = torch.Generator().manual_seed(seed)
@@ -277,33 +305,16 @@ def run(s: Settings, ctx: Context) -> list[dict[str, Any]]:
             base.update(init_scale=std)
             base["init_fro_norm"] = float(torch.linalg.vector_norm(cp_to_tensor(init)))
             for opt in s.optimizers:
-                ctx.log(f"seed {seed}, std {std:g}: {opt}")
-
-                row, arrays, method, axis = ctx.cell(
-                    f"fit-seed{seed}-std{std:g}-{opt}",
-                    partial(_fit_cell, s, opt, init, objective, seed, gd_lr, W_star),
-                )
-                if opt == "gd":
-                    row.update(gd_lr=gd_lr, lambda_star=lam_star)
-                name = _name(f"traj_{opt}", std, seed)
-                ctx.save_arrays(name, **arrays)
-                rows.append({**base, **row, "kind": "fit", "optimizer": opt, "trajectory": name})
-                rows[-1].update(method=method, axis=axis)
-            if s.theorem_check:  # Thm 1 from the balanced init, RK45 up to the switch (no GD)
-                stop = Stop(
-                    loss_below=s.stop_loss, max_steps=s.flow_max_steps, max_wall_s=s.max_wall_s
-                )
-                probes = component_probes(s.top_k, objective, s.rate_rel_floor)
-                hybrid = _hybrid(s, seed, stop_at_switch=True)
-                row, arrays = ctx.cell(
-                    f"theorem-seed{seed}-std{std:g}",
-                    partial(_theorem_cell, init, objective, hybrid, stop, probes),
-                )
-                name = _name("theorem", std, seed)
-                ctx.save_arrays(name, **arrays)
-                rows.append({**base, **row, "kind": "theorem_check", "trajectory": name})
-                rows[-1].update(optimizer="flow_balanced", axis="flow time")
-                rows[-1]["method"] = "flow from balanced init, up to the switch (RK45)"
+                gd = (gd_lr, lam_star)
+                fit = partial(_fit_cell, s, opt, init, objective, seed, gd, W_star, dict(base))
+                cells.append((f"fit-seed{seed}-std{std:g}-{opt}", fit))
+            if s.theorem_check:
+                check = partial(_theorem_cell, s, seed, init, objective, dict(base))
+                cells.append((f"theorem-seed{seed}-std{std:g}", check))
+    rows = []
+    for row, name, arrays in ctx.map_cells(cells, on_done=lambda key, _: ctx.log(f"{key}: done")):
+        ctx.save_arrays(name, **arrays)
+        rows.append(row)
     return rows
 
 

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -53,6 +54,7 @@ from factorflow.natural_rank import (
     OPTIMIZERS,
     VARIANTS,
     AdamConfig,
+    FitGroup,
     LBFGSConfig,
     fit_group,
     fit_groups,
@@ -127,6 +129,37 @@ PAPER = Settings(
 SMOKE = dataclasses.replace(QUICK, dataset="digits", ranks=(1, 2), lbfgs=LBFGSConfig(steps=15))
 
 
+def _fit_cell(
+    s: Settings,
+    group: FitGroup,
+    optimizer: str,
+    seeds: list[int],
+    info: dict[str, Any],
+    device: Any,
+) -> tuple[list[dict[str, Any]], dict[str, np.ndarray], dict[str, np.ndarray], str]:
+    """One group of fits (a :func:`fit_groups` group, every rank and seed) by ``optimizer``:
+    its rows, traces and final weights, and a one-line summary."""
+    lv = {"positive_value": s.positive_value, "negative_value": s.negative_value}
+    keys, batch, res = fit_group(
+        group,
+        optimizer,
+        s.ranks,
+        seeds,
+        lbfgs=s.lbfgs,
+        adam=s.adam,
+        adam_log=s.adam_log,
+        init_mean=s.init_mean,
+        init_std=s.init_std,
+        target_range=s.positive_value - s.negative_value,
+        dtype=getattr(torch, s.dtype),
+        record_every=s.record_every,
+        device=device,
+    )
+    epochs = None if optimizer == "lbfgs" else getattr(s, optimizer).epochs
+    out = group_rows(group, optimizer, keys, batch, res, info=info, epochs=epochs, **lv)
+    return (*out, f"{batch.n_fits} fits, {res.wall_s:.1f} s")
+
+
 def run(s: Settings, ctx: Context) -> list[dict[str, Any]]:
     """Load (and subset) the images, build the groups of fits, fit each group with each
     optimizer; traces and final weights go to ``traces.npz`` / ``weights.npz``."""
@@ -146,37 +179,18 @@ def run(s: Settings, ctx: Context) -> list[dict[str, Any]]:
         "n_test": data.n_test,
         "positive_class": s.positive_class,
     }
+    cells = [
+        (f"{opt}-{group.name}", partial(_fit_cell, s, group, opt, seeds, info, ctx.device))
+        for opt in s.optimizers
+        for group in groups
+    ]
     rows: list[dict[str, Any]] = []
     traces: dict[str, np.ndarray] = {}
     weights: dict[str, np.ndarray] = {}
-    for optimizer in s.optimizers:
-        for group in groups:
-
-            def fit(group=group, optimizer=optimizer):  # noqa: ANN001, ANN202
-                keys, batch, res = fit_group(
-                    group,
-                    optimizer,
-                    s.ranks,
-                    seeds,
-                    lbfgs=s.lbfgs,
-                    adam=s.adam,
-                    adam_log=s.adam_log,
-                    init_mean=s.init_mean,
-                    init_std=s.init_std,
-                    target_range=s.positive_value - s.negative_value,
-                    dtype=getattr(torch, s.dtype),
-                    record_every=s.record_every,
-                    device=ctx.device,
-                )
-                epochs = None if optimizer == "lbfgs" else getattr(s, optimizer).epochs
-                out = group_rows(group, optimizer, keys, batch, res, info=info, epochs=epochs, **lv)
-                return (*out, f"{batch.n_fits} fits, {res.wall_s:.1f} s")
-
-            r, t, w, what = ctx.cell(f"{optimizer}-{group.name}", fit)
-            rows += r
-            traces.update(t)
-            weights.update(w)
-            ctx.log(f"{optimizer} {group.name}: {what}")
+    for r, t, w, _ in ctx.map_cells(cells, on_done=lambda key, v: ctx.log(f"{key}: {v[3]}")):
+        rows += r
+        traces.update(t)
+        weights.update(w)
     ctx.save_arrays("traces", **traces)
     ctx.save_arrays("weights", **weights)
     return rows

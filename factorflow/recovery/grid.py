@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -186,60 +186,106 @@ def _scales_for(s: RecoverySettings, optimizer: str, depth: int, n_obs: int, see
     return ()
 
 
+MapCells = Callable[..., list[Any]]  # (items, on_done=) -> values: Context.map_cells's shape
+
+
+def _in_process(
+    items: Sequence[tuple[str, Callable[[], Any]]],
+    on_done: Callable[[str, Any], None] | None = None,
+) -> list[Any]:
+    out = []
+    for key, compute in items:
+        out.append(compute())
+        if on_done is not None:
+            on_done(key, out[-1])
+    return out
+
+
 def recovery_grid(
     s: RecoverySettings,
     make_problem: Callable[[int, int], Problem],
     device: torch.device | str = "cpu",
     log: Callable[[str], None] = print,
-    cell: Callable[[str, Callable[[], Any]], Any] = lambda key, compute: compute(),
+    map_cells: MapCells = _in_process,
 ) -> list[dict[str, Any]]:
-    """Train the grid ``s`` (one run at a time) and solve the baseline; ``make_problem(n_obs,
-    seed)`` builds a CPU float64 problem. Returns the rows (schema :data:`COLUMNS`).
+    """Train the grid ``s`` (one run per cell) and solve the baseline; ``make_problem(n_obs,
+    seed)`` builds a CPU float64 problem (deterministic in its arguments; it must pickle, e.g.
+    a :func:`functools.partial` of a module-level function, for cells on other processes).
+    Returns the rows (schema :data:`COLUMNS`) in grid order.
 
-    ``cell(key, compute)``: each baseline solve and each training run goes through it (the
-    runner's :meth:`~factorflow.experiment.Context.cell`, so an interrupted grid resumes)."""
-    dtype = {"float64": torch.float64, "float32": torch.float32}[s.dtype]
-    dev = torch.device(device)
-    rows: list[dict[str, Any]] = []
+    ``map_cells(items, on_done=)``: computes the cells ``[(key, compute), ...]``, each baseline
+    solve and each training run (the runner's :meth:`~factorflow.context.Context.map_cells`,
+    so an interrupted grid resumes and ``--workers`` spreads the cells over processes). Each
+    cell builds its own problem from ``(n_obs, seed)``; a line is logged as each finishes."""
+    layout: list[tuple[dict[str, Any], str | None]] = []  # (row part, cell key or None)
+    items: list[tuple[str, Callable[[], Any]]] = []
     for seed in range(s.seeds):
         for n_obs in s.n_obs:
-            problem_cpu = make_problem(n_obs, seed)
-            W_star = problem_cpu.ground_truth.to(torch.float64)
+            W_star = make_problem(n_obs, seed).ground_truth.to(torch.float64)
             common = {"n_obs": n_obs, "seed": seed}
-            rows.append({**common, "method": "ground_truth", **_matrix_metrics(W_star, W_star)})
+            layout.append(
+                ({**common, "method": "ground_truth", **_matrix_metrics(W_star, W_star)}, None)
+            )
             if s.nnm and (not s.nnm_n_obs or n_obs in s.nnm_n_obs):
-                nnm = cell(
-                    f"nnm-seed{seed}-n{n_obs}",
-                    partial(solve_nuclear_norm, problem_cpu, s.nnm_solver, s.nnm_tol),
+                key = f"nnm-seed{seed}-n{n_obs}"
+                items.append(
+                    (key, partial(_nnm_cell, make_problem, n_obs, seed, s.nnm_solver, s.nnm_tol))
                 )
-                row = {**common, **nnm}
-                rows.append(row)
-                log(
-                    f"seed {seed} n_obs {n_obs}: nuclear-norm min recon_mse "
-                    f"{row.get('recon_mse', math.nan):.3e} ({row.get('wall_s', math.nan):.1f} s, "
-                    f"{s.nnm_solver} {row['status']})"
-                )
-            problem = problem_cpu.to(dtype, dev)
-            objective = DMFObjective(problem, s.loss)
+                layout.append((common, key))
             for depth in s.depths:
                 for opt in s.optimizers:
                     for scale in _scales_for(s, opt, depth, n_obs, seed):
-                        rows.append(
-                            cell(
-                                f"dmf-seed{seed}-n{n_obs}-depth{depth}-{opt}-init{scale:g}",
-                                partial(
-                                    _train_one, s, objective, opt, depth, scale, seed, dtype, dev
-                                ),
-                            )
+                        key = f"dmf-seed{seed}-n{n_obs}-depth{depth}-{opt}-init{scale:g}"
+                        cell = partial(
+                            _train_cell, s, make_problem, n_obs, seed, opt, depth, scale, device
                         )
-                        r = rows[-1]
-                        log(
-                            f"seed {seed} n_obs {n_obs} depth {depth} {opt} init {scale:.0e}: "
-                            f"recon_mse {r['recon_mse']:.3e} ({r['status']}, loss "
-                            f"{r['final_loss']:.2e}, {r['steps']} steps, {r['wall_s']:.1f} s)"
-                        )
-                        rows[-1].update(common)
-    return rows
+                        items.append((key, cell))
+                        layout.append((common, key))
+    where = {key: common for common, key in layout if key is not None}
+
+    def done(key: str, r: dict[str, Any]) -> None:
+        head = f"seed {where[key]['seed']} n_obs {where[key]['n_obs']}"
+        if r["method"] == "nuclear_norm_min":
+            log(
+                f"{head}: nuclear-norm min recon_mse {r.get('recon_mse', math.nan):.3e} "
+                f"({r.get('wall_s', math.nan):.1f} s, {s.nnm_solver} {r['status']})"
+            )
+        else:
+            log(
+                f"{head} depth {r['depth']} {r['optimizer']} init {r['init_scale']:.0e}: "
+                f"recon_mse {r['recon_mse']:.3e} ({r['status']}, loss {r['final_loss']:.2e}, "
+                f"{r['steps']} steps, {r['wall_s']:.1f} s)"
+            )
+
+    values = dict(zip([k for k, _ in items], map_cells(items, on_done=done), strict=True))
+    return [
+        dict(part) if key is None
+        else {**part, **values[key]} if key.startswith("nnm-")
+        else {**values[key], **part}
+        for part, key in layout
+    ]  # fmt: skip
+
+
+def _nnm_cell(
+    make_problem: Callable[[int, int], Problem], n_obs: int, seed: int, solver: str, tol: float
+) -> dict[str, Any]:
+    return solve_nuclear_norm(make_problem(n_obs, seed), solver, tol)
+
+
+def _train_cell(
+    s: RecoverySettings,
+    make_problem: Callable[[int, int], Problem],
+    n_obs: int,
+    seed: int,
+    opt: str,
+    depth: int,
+    scale: float,
+    device: torch.device | str,
+) -> dict[str, Any]:
+    dtype = {"float64": torch.float64, "float32": torch.float32}[s.dtype]
+    dev = torch.device(device)
+    objective = DMFObjective(make_problem(n_obs, seed).to(dtype, dev), s.loss)
+    return _train_one(s, objective, opt, depth, scale, seed, dtype, dev)
 
 
 def _train_one(
