@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -231,14 +232,15 @@ def _cell(
     s: Settings, title: str, setting: str, dims: tuple[int, ...], rank: int, t_seed: int,
     seed: int, n_obs: int, inits: tuple[float, ...], n_runs: int, flow_inits: tuple[float, ...],
     device: Any, log: Any,
-) -> tuple[list, list, dict]:  # fmt: skip
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
     """One (setting, order, rank, target, observation count) of the grid: its target from
-    ``seed``, the first ``n_obs`` entries of its nested observation order, every init; logs
-    ``title`` first."""
+    ``seed``, the first ``n_obs`` entries of its nested observation order, every init, and the
+    rank estimates of its ``rank_for`` rows (in the cell, so they too spread over ``--workers``);
+    logs ``title`` first. Returns the rows and the flow step-time arrays."""
     log(title)
     W, entry_order = nested_completion_target(dims, rank, seed=seed)
     together = s.batch_inits == "together" or (s.batch_inits == "auto" and len(dims) <= 3)
-    return recovery_cell(
+    rows, tensors, arrays = recovery_cell(
         setting, W, observe_first(W, entry_order, n_obs), target_rank=rank, target_seed=t_seed,
         inits=inits, n_runs=n_runs, gd=s.gd,
         patience=Patience(s.stop_loss, s.check_every, s.n_checks, s.extra_checks),
@@ -247,12 +249,17 @@ def _cell(
         batch_inits=together, base_seed=10_000 * (s.target_seed + 1), als_seed=s.target_seed,
         large_frac=s.large_frac, device=device, log=log,
     )  # fmt: skip
+    t0 = time.perf_counter()
+    add_ranks(rows, tensors, _wants_rank(s), s.rank_max)
+    n = sum(r.get("estimated_rank") is not None for r in rows)
+    log(f"  {title}: {n} rank estimates, {time.perf_counter() - t0:.1f} s")
+    return rows, arrays
 
 
 def run(s: Settings, ctx: Context) -> list[dict[str, Any]]:
-    """The recovery grid, the claim's extra target instances and the CP-ALS comparison, then the
-    rank estimates; flow step times go to ``flow_steps.npz``."""
-    rows, tensors, arrays = [], [], {}
+    """The recovery grid, the claim's extra target instances and the CP-ALS comparison, each
+    cell with its rank estimates; flow step times go to ``flow_steps.npz``."""
+    rows, arrays = [], {}
     comparison_seeds = s.comparison_seeds or s.seeds
     cells: list[tuple[str, Any]] = []  # (key, compute): run by ctx.map_cells (``--workers``)
 
@@ -289,10 +296,8 @@ def run(s: Settings, ctx: Context) -> list[dict[str, Any]]:
         title = f"CP-ALS comparison, {dims}, {m} observations"
         cell(title, "als_comparison", dims, s.comparison_rank, s.target_seed,
              1000 * s.target_seed + 777, m, (s.comparison_init,), comparison_seeds)  # fmt: skip
-    for r, t, a in ctx.map_cells(cells):
-        rows.extend(r), tensors.extend(t), arrays.update(a)
-    ctx.log("rank estimates")
-    add_ranks(rows, tensors, _wants_rank(s), s.rank_max)
+    for r, a in ctx.map_cells(cells):
+        rows.extend(r), arrays.update(a)
     if arrays:
         ctx.save_arrays("flow_steps", **arrays)
     return rows
