@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from factorflow import metrics
+from factorflow.cell_pool import map_cells as map_cells_here  # one process, no store
 from factorflow.config import OptimizerConfig
 from factorflow.dynamics import Schedule, Stop, train
 from factorflow.factorizations.dmf import end_to_end, init_dmf
@@ -189,24 +190,12 @@ def _scales_for(s: RecoverySettings, optimizer: str, depth: int, n_obs: int, see
 MapCells = Callable[..., list[Any]]  # (items, on_done=) -> values: Context.map_cells's shape
 
 
-def _in_process(
-    items: Sequence[tuple[str, Callable[[], Any]]],
-    on_done: Callable[[str, Any], None] | None = None,
-) -> list[Any]:
-    out = []
-    for key, compute in items:
-        out.append(compute())
-        if on_done is not None:
-            on_done(key, out[-1])
-    return out
-
-
 def recovery_grid(
     s: RecoverySettings,
     make_problem: Callable[[int, int], Problem],
     device: torch.device | str = "cpu",
     log: Callable[[str], None] = print,
-    map_cells: MapCells = _in_process,
+    map_cells: MapCells = map_cells_here,
 ) -> list[dict[str, Any]]:
     """Train the grid ``s`` (one run per cell) and solve the baseline; ``make_problem(n_obs,
     seed)`` builds a CPU float64 problem (deterministic in its arguments; it must pickle, e.g.
