@@ -305,14 +305,19 @@ def run(s: Settings, ctx: Context) -> list[dict[str, Any]]:
             base.update(init_scale=std)
             base["init_fro_norm"] = float(torch.linalg.vector_norm(cp_to_tensor(init)))
             for opt in s.optimizers:
-                gd = (gd_lr, lam_star)
-                fit = partial(_fit_cell, s, opt, init, objective, seed, gd, W_star, dict(base))
-                cells.append((f"fit-seed{seed}-std{std:g}-{opt}", fit))
+                fit = (s, opt, init, objective, seed, (gd_lr, lam_star), W_star, dict(base))
+                cells.append((f"fit-seed{seed}-std{std:g}-{opt}", partial(_fit_cell, *fit)))
             if s.theorem_check:
                 check = partial(_theorem_cell, s, seed, init, objective, dict(base))
                 cells.append((f"theorem-seed{seed}-std{std:g}", check))
+
+    def done(key: str, value: tuple) -> None:  # a fit's error, or the check's rate error
+        err = value[0].get("rel_fro_error", value[0].get("max_relative_error"))
+        err = "n/a" if err is None else f"{err:.3g}"
+        ctx.log(f"{key}: {value[0]['status']}, error {err}, {value[0]['wall_s']:.1f} s")
+
     rows = []
-    for row, name, arrays in ctx.map_cells(cells, on_done=lambda key, _: ctx.log(f"{key}: done")):
+    for row, name, arrays in ctx.map_cells(cells, on_done=done):
         ctx.save_arrays(name, **arrays)
         rows.append(row)
     return rows
