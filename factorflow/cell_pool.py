@@ -137,6 +137,8 @@ def map_cells(
             log(f"cell {key} done in {seconds:.1f} s ({len(values)}/{len(keys)})")
             if on_done is not None:
                 on_done(key, value)
+        pool.close()  # every cell has finished: let the workers exit (terminate() kills them)
+        pool.join()
     if error is not None:
         raise error
     return [values[k] for k in keys]
