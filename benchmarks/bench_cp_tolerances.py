@@ -25,6 +25,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -42,18 +43,18 @@ PAIRS = ((1e-8, 1e-11), (1e-7, 1e-10), (1e-6, 1e-9), (1e-5, 1e-8), (1e-4, 1e-7))
 class _Counted:
     """The objective, counting every loss and gradient evaluation (``n``)."""
 
-    def __init__(self, objective) -> None:  # noqa: ANN001
+    def __init__(self, objective: Any) -> None:
         self.objective, self.n = objective, 0
 
-    def __call__(self, factors):  # noqa: ANN001, ANN204
+    def __call__(self, factors: Any) -> Any:
         self.n += 1
         return self.objective(factors)
 
-    def value_and_grad(self, factors):  # noqa: ANN001, ANN201
+    def value_and_grad(self, factors: Any) -> Any:
         self.n += 1
         return self.objective.value_and_grad(factors)
 
-    def __getattr__(self, name: str):  # noqa: ANN204
+    def __getattr__(self, name: str) -> Any:
         return getattr(self.objective, name)
 
 
