@@ -11,8 +11,8 @@ __all__ = ["EXPECTED_SECONDS", "longest_first"]
 #: ``jobs > 1`` (a scale without a table uses quick's). quick: a `--jobs 2` talk run on the 2-core
 #: reference machine (README). paper: each experiment's own time in the `--jobs 2` paper-scale
 #: sitting of the seven (README's paper-scale table); IRMAE's is its eight models at ~74-190 s
-#: per epoch (docs/irmae-notes.md). The orders differ: natural rank is among the shortest at quick scale
-#: and the longest but one at paper scale, so quick's order would start it last.
+#: per epoch (docs/irmae-notes.md). The orders differ: natural rank is among the shortest at
+#: quick scale and the longest but one at paper scale, so quick's order would start it last.
 EXPECTED_SECONDS: dict[str, dict[str, float]] = {
     "quick": {
         "arora2019-completion": 63.0,

@@ -228,7 +228,7 @@ def run(s: IRMAESettings, ctx: Context) -> list[dict[str, Any]]:
     """One model per (data set, l, seed); seed k draws the data subset and the model's init.
     The models are cells: with ``--workers N`` N of them train at once, the image models (2-3x
     the cost of a shape model per step) first."""
-    log = ctx.log if ctx.workers == 1 else print  # a worker prints its own progress
+    log = ctx.cell_log  # a worker prints its own progress
     models = [(d, l, k) for k in range(s.seeds) for d in ("shapes", s.images) for l in s.ls]
     cells = {
         f"{d}-l{l}-seed{k}": partial(

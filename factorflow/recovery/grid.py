@@ -247,12 +247,7 @@ def recovery_grid(
             )
 
     values = dict(zip([k for k, _ in items], map_cells(items, on_done=done), strict=True))
-    return [
-        dict(part) if key is None
-        else {**part, **values[key]} if key.startswith("nnm-")
-        else {**values[key], **part}
-        for part, key in layout
-    ]  # fmt: skip
+    return [{**part, **(values[key] if key else {})} for part, key in layout]
 
 
 def _nnm_cell(

@@ -128,8 +128,8 @@ def _html_section(
             else:
                 out.append(f"<p class='detail'>figure {_e(name)} is missing</p>")
         out.append("<h3>Claims</h3>")
-        if _rejudged(summary):
-            out.append(f"<p class='detail'>{_e(_rejudged(summary))}</p>")
+        if note := _rejudged(summary):
+            out.append(f"<p class='detail'>{_e(note)}</p>")
         out.append(_html_claims(summary.get("claims", [])))
         out.append("<h3>Settings</h3>")
         out.append(

@@ -70,8 +70,8 @@ def render_markdown(index: dict[str, Any], summaries: dict[str, dict[str, Any]])
         for name in s.get("figures", []):
             lines += [f"![{name}]({exp_id}/{name})", ""]
         lines += ["### Claims", ""]
-        if _rejudged(s):
-            lines += [f"_{_rejudged(s)}_", ""]
+        if note := _rejudged(s):
+            lines += [f"_{note}_", ""]
         claims = s.get("claims", [])
         if claims:
             header, rows = claims_table(claims)
