@@ -39,14 +39,16 @@ depth 4 from init 1e-6: 7772 steps of dt ~ 12 over t = 95000 (52178 evaluations)
 depth 2 10-30x, depth 3 4-12x, depth 4 0.8-6x.
 
 With ``--method auto`` (RK45, then CVODE once stability-limited; factorflow.dynamics.stiff),
-measured on 2 idle cores: ours 99 s for seed 0 (0.14 h for 5 seeds) vs the original way 719 s
-estimated in the same process (step estimate again within 1.1 % of complete runs): 7.3x (6.3x
-before the preconditioner's products moved to float32), still short of 20x. The depth-4 runs
-are 73 s of the 99 (16.6 s at 2000 observations from init 1e-6, 7,942 evaluations, against
-~50,000 group-RMSProp steps of 1.1 ms). On that run (``benchmarks/bench_precond.py``, float64
-products: 8,202 evaluations) the CVODE segment takes 6,850 of the evaluations, RK45 before it
-1,352: CVODE's steps are short while components are learned one after another (865 of its 1,702
-steps are shorter than 10, median 2.9), and each step costs ~4 field evaluations, as many
+measured on 2 idle cores: ours 96 s for seed 0 (0.13 h for 5 seeds) vs the original way 627 s
+estimated in the same process (step estimate again within 1.1 % of complete runs): 6.5x, short
+of 20x. Before the DMF gradient shared its prefix products (``bench_dmf_gradient.py``) it was
+99 s vs 719 s, 7.3x: the shared prefixes make every gradient cheaper, group RMSProp's steps
+(~one gradient each) by more than our evaluations, which also pay the preconditioner and
+CVODE. The depth-4 runs are 68 s of the 96 (17.1 s at 2000 observations from init 1e-6, 8,044
+evaluations, 2.1 ms each, against ~50,000 group-RMSProp steps of 0.83 ms). On that run
+(``benchmarks/bench_precond.py``) the CVODE segment takes 6,753 of the evaluations, RK45 before
+it 1,352: CVODE's steps are short while components are learned one after another (869 of its
+1,689 steps are shorter than 10, median 2.5), and each step costs ~4 field evaluations, as many
 preconditioner solves and CVODE's own vector work (``benchmarks/results/arora2019_grid_auto.json``).
 
     python benchmarks/bench_arora2019.py [--batch] [--validate 3] [--probe-steps 500]

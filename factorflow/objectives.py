@@ -26,6 +26,7 @@ from factorflow.factorizations.dmf import (
     dmf_factor_gradients,
     end_to_end,
     init_dmf,
+    partial_products,
 )
 from factorflow.losses import LOSS_GRADS, get_loss
 from factorflow.problems.completion import Completion
@@ -70,8 +71,9 @@ class DMFObjective:
     def value_and_grad(
         self, factors: Sequence[torch.Tensor]
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        losses, G = self.grad_W(end_to_end(factors))
-        return losses, dmf_factor_gradients(factors, G)
+        partial = partial_products(factors)
+        losses, G = self.grad_W(partial[-1])
+        return losses, dmf_factor_gradients(factors, G, partial)
 
     def numpy_kernel(self) -> NumpyDMFKernel:
         """:meth:`value_and_grad` on numpy arrays, for the engine's tiny-problem loop."""
@@ -113,7 +115,8 @@ class NumpyDMFKernel:
         return self.loss(self._residuals(end_to_end(factors)))
 
     def __call__(self, factors: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-        W = end_to_end(factors)
+        partial = partial_products(factors)
+        W = partial[-1]
         B = W.shape[0]
         r = self._residuals(W)
         if self._A is not None:
@@ -122,7 +125,7 @@ class NumpyDMFKernel:
             G = np.zeros((B, self.shape[0] * self.shape[1]), dtype=W.dtype)
             G[:, self._flat] = self.loss_grad(r)
             G = G.reshape(B, *self.shape)
-        return self.loss(r), dmf_factor_gradients(factors, G)
+        return self.loss(r), dmf_factor_gradients(factors, G, partial)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from factorflow.factorizations.dmf import (
     end_to_end_velocity,
     init_dmf,
     layer_widths,
+    partial_products,
 )
 
 DT = torch.float64
@@ -70,6 +71,15 @@ def test_factor_gradients_match_autograd(dims, B, seed):
     for a, o in zip(auto, ours, strict=True):
         assert o.shape == a.shape
         torch.testing.assert_close(o, a, rtol=1e-12, atol=1e-12)
+    # the prefixes the objectives pass in: the last is W, bit for bit; the gradients unchanged
+    partial = partial_products([f.detach() for f in fs])
+    assert len(partial) == len(fs)
+    assert torch.equal(partial[-1], end_to_end([f.detach() for f in fs]))
+    for j, p in enumerate(partial):
+        torch.testing.assert_close(p, end_to_end([f.detach() for f in fs[: j + 1]]))
+    again = dmf_factor_gradients([f.detach() for f in fs], G, partial)
+    for o, a in zip(ours, again, strict=True):
+        assert torch.equal(o, a)
 
 
 @FAST

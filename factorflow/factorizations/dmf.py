@@ -41,6 +41,7 @@ __all__ = [
     "end_to_end_velocity",
     "init_dmf",
     "layer_widths",
+    "partial_products",
 ]
 
 DMF_INITS = ("gaussian", "normal", "identity", "orthogonal", "balanced")
@@ -105,23 +106,38 @@ def _prefix_suffix(factors: Sequence[torch.Tensor]) -> tuple[list, list]:
     return below, above
 
 
+def partial_products(factors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """``[W_1, W_2 W_1, ..., W_N ... W_1]`` (N entries, the j-th of shape (B, d_j, d_0)); the last
+    is the end-to-end matrix, computed in the same order as :func:`end_to_end` (so equal to it
+    bit for bit). N - 1 products; :func:`dmf_factor_gradients` reuses them."""
+    out = [factors[0]]
+    for f in factors[1:]:
+        out.append(f @ out[-1])
+    return out
+
+
 def dmf_factor_gradients(
-    factors: Sequence[torch.Tensor], grad_W: torch.Tensor
+    factors: Sequence[torch.Tensor],
+    grad_W: torch.Tensor,
+    partial: Sequence[torch.Tensor] | None = None,
 ) -> list[torch.Tensor]:
     """Chain rule through the product: dL/dW_j = (W_N...W_{j+1})^T grad_W (W_{j-1}...W_1)^T.
 
     ``grad_W`` (B, d_N, d_0) is dl/dW at the end-to-end matrix; returns tensors shaped like the
-    factors (Arora, Cohen, Hazan 2018, eq. 5). Operators only, so numpy arrays work as well
-    (the engine's tiny-problem loop, :mod:`factorflow.dynamics.tiny`)."""
-    below, above = _prefix_suffix(factors)
-    out = []
-    for j in range(len(factors)):
-        g = grad_W
-        if above[j] is not None:
-            g = above[j].swapaxes(-1, -2) @ g
-        if below[j] is not None:
-            g = g @ below[j].swapaxes(-1, -2)
-        out.append(g)
+    factors (Arora, Cohen, Hazan 2018, eq. 5). Backpropagation order: C_N = grad_W,
+    C_j = W_{j+1}^T C_{j+1}, dL/dW_j = C_j (W_{j-1}...W_1)^T, so 2(N - 1) products given the
+    prefixes ``partial`` (:func:`partial_products`, computed here when None: N - 2 more).
+    Operators only, so numpy arrays work as well (the engine's tiny-problem loop,
+    :mod:`factorflow.dynamics.tiny`)."""
+    n = len(factors)
+    if partial is None:
+        partial = partial_products(factors[:-1]) if n > 1 else []
+    out: list = [None] * n
+    C = grad_W
+    for j in range(n - 1, -1, -1):
+        out[j] = C if j == 0 else C @ partial[j - 1].swapaxes(-1, -2)
+        if j:
+            C = factors[j].swapaxes(-1, -2) @ C
     return out
 
 
