@@ -76,37 +76,18 @@ def _time(fn, factors, G, calls: int) -> float:
 def cell(repeats: int) -> dict:
     """The grid's costliest cell with the objective's gradient done the former way and now."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_precond import run_cell
+    from bench_precond import alternate
 
     def former_vg(self: DMFObjective, factors: list[torch.Tensor]) -> tuple:
         losses, G = self.grad_W(end_to_end(factors))
         return losses, former(factors, G)[1]
 
-    runs: dict[str, list[dict]] = {"former": [], "now": []}
+    def install(vg):
+        return lambda: setattr(DMFObjective, "value_and_grad", vg)
+
     now_vg = DMFObjective.value_and_grad
-    try:
-        for _ in range(repeats):
-            for name, vg in (("former", former_vg), ("now", now_vg)):
-                DMFObjective.value_and_grad = vg
-                r = run_cell("float32")
-                runs[name].append({k: r[k] for k in ("wall_s", "n_evals", "status", "top5")})
-                print(f"cell, {name}: {r['wall_s']:.1f} s, {r['n_evals']} evals", flush=True)
-    finally:
-        DMFObjective.value_and_grad = now_vg
-    wall = {k: statistics.median(x["wall_s"] for x in v) for k, v in runs.items()}
-    top = [(a, b) for a, b in zip(runs["former"][0]["top5"], runs["now"][0]["top5"], strict=True)]
-    out = {
-        "median_wall_s": wall,
-        "ratio": wall["former"] / wall["now"],
-        "top5_max_rel_diff": max(abs(a - b) / abs(a) for a, b in top),
-        "runs": runs,
-    }
-    print(
-        f"cell: former {wall['former']:.1f} s, now {wall['now']:.1f} s, {out['ratio']:.2f}x; "
-        f"top-5 singular values equal to {out['top5_max_rel_diff']:.1e} relative",
-        flush=True,
-    )
-    return out
+    variants = {"former": install(former_vg), "now": install(now_vg)}
+    return alternate(variants, repeats, install(now_vg))
 
 
 def main() -> None:

@@ -10,8 +10,10 @@ the median step of CVODE in the windows where it is small (components being lear
 
     python benchmarks/bench_precond.py [--repeats 2]
     python benchmarks/bench_precond.py --tolerances   # evaluations at looser rtol / atol
+    python benchmarks/bench_precond.py --stacking     # stacked products vs one per factor
 
-Writes ``benchmarks/results/bench_precond.json`` (``bench_precond_tolerances.json``). Measured
+Writes ``benchmarks/results/bench_precond.json`` (``bench_precond_tolerances.json``,
+``bench_precond_stacking.json``). Measured
 with ``--tolerances``: looser tolerances save at most ~1.5x of the evaluations (see the JSON),
 so the step count is not mainly set by the tolerance.
 """
@@ -94,16 +96,77 @@ def tolerances() -> None:
     )
 
 
+def alternate(variants: dict, repeats: int, restore) -> dict:
+    """Run the cell (float32 preconditioner) under each variant in turn, ``repeats`` times:
+    ``variants`` maps a name to a callable that installs that implementation; ``restore()``
+    reinstates the default afterwards. The first variant is the baseline: returns the median
+    walls, baseline / each, the largest top-5 singular value difference and the runs."""
+    runs: dict[str, list[dict]] = {name: [] for name in variants}
+    try:
+        for _ in range(repeats):
+            for name, install in variants.items():
+                install()
+                r = run_cell("float32")
+                runs[name].append({k: r[k] for k in ("wall_s", "n_evals", "status", "top5")})
+                print(f"cell, {name}: {r['wall_s']:.1f} s, {r['n_evals']} evals", flush=True)
+    finally:
+        restore()
+    wall = {k: statistics.median(x["wall_s"] for x in v) for k, v in runs.items()}
+    base, *others = variants
+    first = {k: v[0]["top5"] for k, v in runs.items()}
+    top = [(a, b) for v in others for a, b in zip(first[base], first[v], strict=True)]
+    out = {
+        "cell": "100x100 r5, 2000 obs, seed 0, depth 4, gaussian 1e-6, mse, stop 1e-6",
+        "median_wall_s": wall,
+        "ratio_to_baseline": {v: wall[base] / wall[v] for v in others},
+        "top5_max_rel_diff": max(abs(a - b) / abs(a) for a, b in top),
+        "runs": runs,
+    }
+    print(
+        f"median wall: {', '.join(f'{k} {w:.1f} s' for k, w in wall.items())}; "
+        f"{base} / others: {', '.join(f'{r:.2f}x' for r in out['ratio_to_baseline'].values())}; "
+        f"top-5 singular values equal to {out['top5_max_rel_diff']:.1e} relative",
+        flush=True,
+    )
+    return out
+
+
+def stacking(repeats: int) -> None:
+    """The preconditioner's products stacked over the N square factors (one batched product,
+    the default) against one product per factor (``stack=False``), alternately."""
+    from factorflow.dynamics import stiff
+
+    default = stiff.DMFCompletionPrecond
+
+    class PerFactor(default):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs, stack=False)
+
+    def install(cls):
+        return lambda: setattr(stiff, "DMFCompletionPrecond", cls)
+
+    variants = {"per_factor": install(PerFactor), "stacked": install(default)}
+    out = alternate(variants, repeats, install(default))
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "bench_precond_stacking.json").write_text(json.dumps(out, indent=1) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument(
         "--tolerances", action="store_true", help="instead: evaluations at other rtol / atol"
     )
+    ap.add_argument(
+        "--stacking", action="store_true", help="instead: stacked products vs one per factor"
+    )
     args = ap.parse_args()
     set_threads(1)
     if args.tolerances:
         tolerances()
+        return
+    if args.stacking:
+        stacking(args.repeats)
         return
     runs = []
     for _ in range(args.repeats):

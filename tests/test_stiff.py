@@ -232,14 +232,15 @@ def test_auto_equals_rk45_on_arora_100x100_to_1e6():
 
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
-def test_dmf_precond_is_the_exact_inverse_on_balanced_factors_fully_observed(dtype, tol):
+@pytest.mark.parametrize("shape", [(4, 4), (4, 6)])  # square: stacked products; else per factor
+def test_dmf_precond_is_the_exact_inverse_on_balanced_factors_fully_observed(dtype, tol, shape):
     """With every entry observed (P_Omega = I) and balanced factors, the preconditioner's solve
     is exactly (I + gamma c J^T J)^{-1} r, J the Jacobian of theta -> W = W_3 W_2 W_1 and
     c = 2 / (d1 d2) (mse); in float32 (the default) to float32 accuracy."""
-    d = 4
-    problem = synthetic_completion((d, d), 2, d * d, 0)
+    d1, d2 = shape
+    problem = synthetic_completion(shape, 2, d1 * d2, 0)
     obj = DMFObjective(problem, "mse")
-    factors, _ = init_dmf((d, d), 3, init="gaussian", init_scale=1.0, seeds=[3], balance=True)
+    factors, _ = init_dmf(shape, 3, init="gaussian", init_scale=1.0, seeds=[3], balance=True)
     shapes = [tuple(f.shape) for f in factors]
     sizes = [f.numel() for f in factors]
 
@@ -255,11 +256,16 @@ def test_dmf_precond_is_the_exact_inverse_on_balanced_factors_fully_observed(dty
     pc.setup(y)
     J = torch.autograd.functional.jacobian(
         lambda v: end_to_end(unflat(v)).reshape(-1), torch.from_numpy(y)
-    )  # (d*d, n)
-    gamma, c = 37.0, 2.0 / (d * d)
+    )  # (d1*d2, n)
+    gamma, c = 37.0, 2.0 / (d1 * d2)
     P = torch.eye(y.size, dtype=torch.float64) + gamma * c * J.T @ J
     r = np.random.default_rng(0).standard_normal(y.size)
     expected = torch.linalg.solve(P, torch.from_numpy(r)).numpy()
     got = pc.solve(r, gamma)
     assert got.dtype == np.float64
     assert np.linalg.norm(got - expected) <= tol * np.linalg.norm(expected)
+    per_factor = stiff.DMFCompletionPrecond(obj, unflat, flat, dtype=dtype, stack=False)
+    per_factor.setup(y)
+    assert isinstance(pc._A, torch.Tensor) == (shape[0] == shape[1])  # stacked when square
+    assert not isinstance(per_factor._A, torch.Tensor)
+    assert np.linalg.norm(per_factor.solve(r, gamma) - got) <= tol * np.linalg.norm(expected)

@@ -56,7 +56,7 @@ class Flow:
     uses the balanced-DMF preconditioner (right preconditioning) when the objective is a deep
     matrix factorization on completion, none otherwise (measured in
     ``benchmarks/bench_stiff.py``), its products in ``precond_dtype`` ("float32" by default:
-    the same end state as "float64" to 1e-8, 1.19x faster: ``benchmarks/bench_precond.py``).
+    the same end state as "float64" to ~1e-8, 1.24x faster: ``benchmarks/bench_precond.py``).
     """
 
     method: str = "auto"

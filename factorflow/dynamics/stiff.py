@@ -133,12 +133,16 @@ class DMFCompletionPrecond:
     D_ij = sum_{k=1}^N s_i^(2(N-k)/N) s_j^(2(k-1)/N), s padded with zeros) and
     c = l''(r) m / (d1 d2) (``mse``: 2 / (d1 d2); ``half_sse``: m / (d1 d2)).
 
+    In W's singular bases, with A_j = U^T (W_N..W_{j+1}) and B_j = (W_{j-1}..W_1) V:
+    Y = sum_j A_j R_j B_j, X = Y / (1 + gamma c D), correction_j = A_j^T X B_j^T.
+
     ``setup(y)`` factors the state (one batched SVD, in the state's dtype); ``solve(r, gamma)``
-    (n,) -> (n,). ``dtype``: the precision of the solves' products (default float32: a
-    preconditioner only steers GMRES, whose right-preconditioned residual is checked in the
-    state's float64; on the depth-4 completion cell of ``benchmarks/bench_precond.py`` the run
-    is 1.19x faster than with float64 products (2 idle cores), its end state equal to 1e-8
-    relative)."""
+    (n,) -> (n,); with square factors of one size and ``stack`` the N factors' products are
+    stacked into one batched product (``benchmarks/bench_precond.py --stacking``). ``dtype``: the
+    precision of the solves' products (default float32: a preconditioner only steers GMRES, whose
+    right-preconditioned residual is checked in the state's float64; on the depth-4 completion
+    cell of ``benchmarks/bench_precond.py`` the run is 1.24x faster than with float64 products
+    (2 idle cores), its end state equal to 2e-8 relative)."""
 
     CURVATURE = {"mse": lambda m: 2.0 / m, "half_sse": lambda m: 1.0}
 
@@ -148,8 +152,9 @@ class DMFCompletionPrecond:
         unflat: Callable[[np.ndarray], list[torch.Tensor]],
         flat: Callable[[Sequence[torch.Tensor]], np.ndarray],
         dtype: torch.dtype = torch.float32,
+        stack: bool = True,
     ) -> None:
-        self.unflat, self.flat, self.dtype = unflat, flat, dtype
+        self.unflat, self.flat, self.dtype, self.stack = unflat, flat, dtype, stack
         d1, d2 = objective.problem.shape
         m = int(objective.problem.obs.values.shape[-1])
         self.c = self.CURVATURE[objective.loss](m) * m / (d1 * d2)
@@ -176,7 +181,7 @@ class DMFCompletionPrecond:
         self.n_setups += 1
         fs = [f.detach() for f in self.unflat(np.array(y))]
         N = len(fs)
-        below, above = _prefix_suffix(fs)  # W_{j-1}..W_1 and W_N..W_{j+1}, kept for the solves
+        below, above = _prefix_suffix(fs)  # W_{j-1}..W_1 and W_N..W_{j+1}
         W = fs[0] if N == 1 else above[0] @ fs[0]  # (B, d1, d2)
         U, s, Vh = torch.linalg.svd(W, full_matrices=True)
         B, d1, d2 = W.shape
@@ -186,29 +191,28 @@ class DMFCompletionPrecond:
         D = torch.zeros(B, d1, d2, dtype=W.dtype, device=W.device)
         for k in range(1, N + 1):
             D += (si ** (2.0 * (N - k) / N))[:, :, None] * (sj ** (2.0 * (k - 1) / N))[:, None, :]
-
-        def cast(x: torch.Tensor | None) -> torch.Tensor | None:
-            return None if x is None else x.to(self.dtype)
-
-        self._below, self._above = [cast(b) for b in below], [cast(a) for a in above]
-        self._fs, self._U, self._Vh, self._D = fs, cast(U), cast(Vh), cast(D)
+        Ut, V = U.transpose(-1, -2), Vh.transpose(-1, -2)
+        A = [(Ut if a is None else Ut @ a).to(self.dtype) for a in above]
+        Bs = [(V if b is None else b @ V).to(self.dtype) for b in below]
+        if self.stack and len({tuple(f.shape) for f in fs}) == 1:  # square, equal factors
+            A, Bs = torch.stack(A), torch.stack(Bs)  # (N, B, d, d)
+        self._A, self._B = A, Bs
+        self._fs, self._D = fs, D.to(self.dtype)
 
     def solve(self, r: np.ndarray, gamma: float) -> np.ndarray:
         assert self._fs is not None, "DMFCompletionPrecond.setup first"
         self.n_solves += 1
         gc = gamma * self.c
+        A, Bm = self._A, self._B
+        if isinstance(A, torch.Tensor):  # the flat state concatenates the (B, d, d) factors
+            R = torch.from_numpy(np.array(r)).to(device=A.device, dtype=self.dtype).view(A.shape)
+            X = (A @ R @ Bm).sum(0) / (1.0 + gc * self._D)
+            corr = A.transpose(-1, -2) @ X @ Bm.transpose(-1, -2)
+            return r - gc * corr.reshape(-1).to(torch.float64).cpu().numpy()
         rs = [x.to(self.dtype) for x in self.unflat(np.array(r))]
-        Z = None  # J r = sum_j above_j R_j below_j, (B, d1, d2)
-        for R, a, b in zip(rs, self._above, self._below, strict=True):
-            term = R if b is None else R @ b
-            term = term if a is None else a @ term
-            Z = term if Z is None else Z + term
-        Y = self._U.transpose(-1, -2) @ Z @ self._Vh.transpose(-1, -2)
-        X = self._U @ (Y / (1.0 + gc * self._D)) @ self._Vh
-        corr = []  # J^T X: above_j^T X below_j^T
-        for a, b in zip(self._above, self._below, strict=True):
-            g = X if a is None else a.transpose(-1, -2) @ X
-            corr.append(g if b is None else g @ b.transpose(-1, -2))
+        Y = sum(a @ R @ b for a, R, b in zip(A, rs, Bm, strict=True))
+        X = Y / (1.0 + gc * self._D)
+        corr = [a.transpose(-1, -2) @ X @ b.transpose(-1, -2) for a, b in zip(A, Bm, strict=True)]
         return r - gc * self.flat(corr)  # flat: float64
 
 
