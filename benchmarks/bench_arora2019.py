@@ -39,17 +39,19 @@ depth 4 from init 1e-6: 7772 steps of dt ~ 12 over t = 95000 (52178 evaluations)
 depth 2 10-30x, depth 3 4-12x, depth 4 0.8-6x.
 
 With ``--method auto`` (RK45, then CVODE once stability-limited; factorflow.dynamics.stiff),
-measured on 2 idle cores: ours 96 s for seed 0 (0.13 h for 5 seeds) vs the original way 627 s
-estimated in the same process (step estimate again within 1.1 % of complete runs): 6.5x, short
-of 20x. Before the DMF gradient shared its prefix products (``bench_dmf_gradient.py``) it was
-99 s vs 719 s, 7.3x: the shared prefixes make every gradient cheaper, group RMSProp's steps
-(~one gradient each) by more than our evaluations, which also pay the preconditioner and
-CVODE. The depth-4 runs are 68 s of the 96 (17.1 s at 2000 observations from init 1e-6, 8,044
-evaluations, 2.1 ms each, against ~50,000 group-RMSProp steps of 0.83 ms). On that run
-(``benchmarks/bench_precond.py``) the CVODE segment takes 6,753 of the evaluations, RK45 before
-it 1,352: CVODE's steps are short while components are learned one after another (869 of its
-1,689 steps are shorter than 10, median 2.5), and each step costs ~4 field evaluations, as many
-preconditioner solves and CVODE's own vector work (``benchmarks/results/arora2019_grid_auto.json``).
+measured on 2 idle cores: ours 91 s for seed 0 (0.13 h for 5 seeds) vs the original way 650 s
+estimated in the same process (step estimate again within 1.1 % of complete runs): 7.1x, short
+of 20x. Earlier runs: 99 s vs 719 s (7.3x); 96 s vs 627 s (6.5x) once the DMF gradient shared
+its prefix products (``bench_dmf_gradient.py``), which makes group RMSProp's steps (~one
+gradient each) cheaper in proportion than our evaluations, which also pay the preconditioner and
+CVODE; then the stacked preconditioner. Group RMSProp's depth-4 step time moved from 0.83 to
+0.91 ms between the last two runs, so the ratio moves by ~10 % from run to run. The depth-4 runs
+are 64 s of the 91 (15.0 s at 2000 observations from init 1e-6, 8,010 evaluations, against
+~50,000 group-RMSProp steps). On that run (``benchmarks/bench_precond.py``) the CVODE segment
+takes ~6,600 of the evaluations, RK45 before it 1,352: CVODE's steps are short while components
+are learned one after another (about half of its ~1,650 steps are shorter than 10, median 2.5),
+and each step costs ~4 field evaluations, as many preconditioner solves and CVODE's own vector
+work (``benchmarks/results/arora2019_grid_auto.json``).
 
     python benchmarks/bench_arora2019.py [--batch] [--validate 3] [--probe-steps 500]
         [--method RK45|auto] [--skip-batching-check]
