@@ -19,27 +19,32 @@ within 1e-4 relative of RK45's end state. Writes ``benchmarks/results/bench_stif
     python benchmarks/bench_stiff.py [--threshold 1e-8] [--skip-rk45] [--problem sensing]
 
 Measured (``python benchmarks/bench_stiff.py``, ``bench_stiff.json``): one process, one thread,
-on a machine with 2 slow cores shared with other engineers' jobs (load average 7-12 during the
-run, so every wall time is inflated and the wall ratios are noisy; evaluation counts are exact).
-Evaluations = gradient evaluations + exact Hessian-vector products (in brackets); every run
-crossed train mse 1e-8 at flow time 836,281-836,284.
+on 2 cores shared with two IRMAE training processes (so the wall times are inflated and the wall
+ratios noisy; evaluation counts are exact), after the DMF gradient began sharing its prefix
+products. Evaluations = gradient evaluations + exact Hessian-vector products (in brackets); every
+run crossed train mse 1e-8 at flow time 836,282.
 
-| variant | evaluations (Hvp) | steps | wall | vs RK45 evals / wall | recon_mse | top-5 sv vs RK45 |
-|---|---|---|---|---|---|---|
-| RK45 | 268,544 | 38,418 | 778.3 s | 1x / 1x | 6.39280e-6 | - |
-| cvode-dq | 7,177 | 912 | 27.6 s | 37.4x / 28.2x | 6.39272e-6 | 1.8e-8 |
-| cvode-hvp | 7,369 (6,013) | 927 | 34.9 s | 36.4x / 22.3x | 6.39271e-6 | 1.9e-8 |
-| cvode-dq-precond | 3,860 | 837 | 22.1 s | 69.6x / 35.3x | 6.39270e-6 | 1.9e-8 |
-| cvode-hvp-precond | 3,829 (2,892) | 836 | 28.8 s | 70.1x / 27.0x | 6.39270e-6 | 1.9e-8 |
-| auto | 4,563 | 343 + 209 | 21.5 s | 58.9x / 36.2x | 6.39280e-6 | 1.7e-8 |
+| variant | evaluations (Hvp) | wall | vs RK45 evals / wall | recon_mse | top-5 sv vs RK45 |
+|---|---|---|---|---|---|
+| RK45 | 268,544 | 308.4 s | 1x / 1x | 6.39280e-6 | - |
+| cvode-dq | 7,239 | 12.5 s | 37.1x / 24.7x | 6.39272e-6 | 1.8e-8 |
+| cvode-hvp | 7,008 (5,675) | 19.3 s | 38.3x / 15.9x | 6.39270e-6 | 1.9e-8 |
+| cvode-dq-precond | 3,863 | 9.9 s | 69.5x / 31.0x | 6.39270e-6 | 1.9e-8 |
+| cvode-hvp-precond | 3,784 (2,850) | 13.4 s | 71.0x / 23.0x | 6.39270e-6 | 1.9e-8 |
+| auto | 4,520 | 8.6 s | 59.4x / 35.9x | 6.39280e-6 | 1.8e-8 |
 
-All four targets hold for every CVODE variant. The preconditioner halves the evaluations (GMRES
-needs ~1 product per Newton iteration instead of ~4; 3,779 preconditioner solves, each about a
-gradient's cost, not counted as evaluations). Exact Hvps take as many products as the difference
-quotient but each costs ~2.5 gradients (double backward), hence the default ``jv="dq"``.
-``auto`` ran RK45 over t in [0, 4,034] (343 steps, 2,162 evaluations: the rank-by-rank jumps,
-where RK45's steps are cheaper than BDF's), then switched (h lambda = 3.28 on the 15th stiff
-step) to CVODE for t in [4,034, 836,282] (209 steps, 2,401 evaluations).
+(Before the shared prefixes, on more heavily loaded cores: RK45 778.3 s, ``auto`` 21.5 s, 36.2x;
+``cvode-dq-precond`` 3,860 evaluations, 35.3x.)
+
+All four targets hold for every CVODE variant but one: exact Hvps without the preconditioner
+miss the wall target in this run (15.9x; 22.3x in the earlier one). The preconditioner halves the
+evaluations (GMRES needs ~1 product per Newton iteration instead of ~4; ~3,800 preconditioner
+solves, each about a gradient's cost, not counted as evaluations). Exact Hvps take as many
+products as the difference quotient but each costs ~2.5 gradients (double backward), hence the
+default ``jv="dq"``. In the earlier run ``auto`` ran RK45 over t in [0, 4,034] (343 steps,
+2,162 evaluations: the rank-by-rank jumps, where RK45's steps are cheaper than BDF's), then
+switched (h lambda = 3.28 on the 15th stiff step) to CVODE for t in [4,034, 836,282] (209 steps,
+2,401 evaluations).
 """
 
 from __future__ import annotations
