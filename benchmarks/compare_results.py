@@ -8,7 +8,8 @@ difference |a - b| / max(|a|, |b|) over matched rows is printed, and the rows th
 than ``--rtol`` in any column are listed. Claims are compared by their outcome (held, failed, not
 judged).
 
-    python benchmarks/compare_results.py OLD_DIR NEW_DIR [--rtol 1e-6] [--key ...] [--json OUT]
+    python benchmarks/compare_results.py OLD_DIR NEW_DIR [--rtol 1e-6] [--key ...]
+        [--only COL=VALUE ...] [--json OUT]
 
 Exit status 0 whether or not they differ; 2 on unreadable input.
 """
@@ -64,14 +65,29 @@ def _outcome(claim: dict) -> str:
     return "not judged" if holds is None else ("held" if holds else "failed")
 
 
-def compare(old: dict, new: dict, key: Sequence[str], ignore: set[str], rtol: float) -> dict:
-    """Matched rows, the largest relative difference per numeric column, the rows differing by
-    more than ``rtol`` and the claims whose outcome changed."""
-    old_by, new_by = _index(old["rows"], key, "old"), _index(new["rows"], key, "new")
-    columns = {c for r in old["rows"] + new["rows"] for c, v in r.items() if _numbers(v)}
+def compare(
+    old: dict,
+    new: dict,
+    key: Sequence[str],
+    ignore: set[str],
+    rtol: float,
+    only: dict[str, str] | None = None,
+) -> dict:
+    """Matched rows, the largest relative difference per numeric column (and the row where it
+    is, with both values when they are single numbers), the rows differing by more than ``rtol``
+    and the claims' outcomes. ``only``: compare just the rows whose columns print as given
+    (e.g. ``{"optimizer": "flow"}``); the claims are compared whole."""
+
+    def keep(rows: list[dict]) -> list[dict]:
+        return [r for r in rows if all(str(r.get(c)) == v for c, v in (only or {}).items())]
+
+    old_rows, new_rows = keep(old["rows"]), keep(new["rows"])
+    old_by, new_by = _index(old_rows, key, "old"), _index(new_rows, key, "new")
+    columns = {c for r in old_rows + new_rows for c, v in r.items() if _numbers(v)}
     columns -= set(key) | ignore
     matched = [k for k in old_by if k in new_by]
     worst: dict[str, float] = {}
+    where: dict[str, dict] = {}
     differing = []
     for k in matched:
         a, b = old_by[k], new_by[k]
@@ -82,19 +98,27 @@ def compare(old: dict, new: dict, key: Sequence[str], ignore: set[str], rtol: fl
                 d = math.inf
             else:
                 d = max((_rel(x, y) for x, y in zip(xa, xb, strict=True)), default=0.0)
-            worst[col] = max(worst.get(col, 0.0), d)
+            if d > worst.get(col, 0.0) or col not in worst:
+                worst[col] = d
+                scalar = len(xa) == len(xb) == 1
+                where[col] = {
+                    "row": {c: a.get(c) for c in key},
+                    **({"old": xa[0], "new": xb[0]} if scalar else {}),
+                }
             row_worst = max(row_worst, d)
         if row_worst > rtol:
             differing.append({"row": {c: a.get(c) for c in key}, "max_rel_diff": row_worst})
     claims_old = {c["id"]: _outcome(c) for c in old.get("claims", [])}
     claims_new = {c["id"]: _outcome(c) for c in new.get("claims", [])}
     return {
-        "rows_old": len(old["rows"]),
-        "rows_new": len(new["rows"]),
+        "only": only or {},
+        "rows_old": len(old_rows),
+        "rows_new": len(new_rows),
         "rows_matched": len(matched),
         "rows_differing": len(differing),
         "rtol": rtol,
         "max_rel_diff_by_column": dict(sorted(worst.items())),
+        "largest_difference_at": dict(sorted(where.items())),
         "differing": sorted(differing, key=lambda d: -d["max_rel_diff"]),
         "claims": {i: [claims_old.get(i), claims_new.get(i)] for i in claims_old | claims_new},
     }
@@ -107,15 +131,29 @@ def main() -> None:
     ap.add_argument("--rtol", type=float, default=1e-6)
     ap.add_argument("--key", nargs="+", default=list(KEY), help="the columns naming a run")
     ap.add_argument("--ignore", nargs="*", default=list(TIMING))
+    ap.add_argument(
+        "--only", nargs="*", default=[], metavar="COL=VALUE", help="compare only these rows"
+    )
     ap.add_argument("--json", type=Path, help="also write the comparison here")
     args = ap.parse_args()
-    out = compare(_load(args.old), _load(args.new), args.key, set(args.ignore), args.rtol)
+    bad = [o for o in args.only if "=" not in o]
+    if bad:
+        ap.error(f"--only takes COL=VALUE, got {bad}")
+    only = dict(o.split("=", 1) for o in args.only)
+    old, new = _load(args.old), _load(args.new)
+    out = compare(old, new, args.key, set(args.ignore), args.rtol, only)
     print(
         f"rows: {out['rows_old']} old, {out['rows_new']} new, {out['rows_matched']} matched, "
         f"{out['rows_differing']} differ by more than {args.rtol:g} relative"
     )
     for col, d in out["max_rel_diff_by_column"].items():
-        print(f"  {col}: largest relative difference {d:.2e}")
+        at = out["largest_difference_at"].get(col, {})
+        vals = f" ({at['old']:.6g} -> {at['new']:.6g})" if "old" in at and d > 0 else ""
+        ident = ", ".join(f"{k}={v}" for k, v in at.get("row", {}).items()) if d > 0 else ""
+        print(
+            f"  {col}: largest relative difference {d:.2e}{vals}"
+            + (f" at {ident}" if ident else "")
+        )
     for d in out["differing"][:10]:
         ident = ", ".join(f"{k}={v}" for k, v in d["row"].items())
         print(f"  differs by {d['max_rel_diff']:.2e}: {ident}")

@@ -43,6 +43,14 @@ def test_a_moved_row_and_a_changed_claim_are_reported():
     assert out["differing"][0]["max_rel_diff"] == pytest.approx(0.1 / 0.5)
     assert out["max_rel_diff_by_column"]["singular_values"] == pytest.approx(0.1 / 0.5)
     assert out["claims"]["a"] == ["held", "failed"]
+    at = out["largest_difference_at"]["recon_mse"]
+    assert at == {"row": {"method": "dmf", "seed": 1, "depth": 3}, "old": 0.5, "new": 0.4}
+    assert "old" not in out["largest_difference_at"]["singular_values"]  # not a single number
+    # restricted to the other rows, nothing moved
+    some = cr.compare(
+        _summary(0.5, True), _summary(0.4, False), KEY, {"wall_s"}, 1e-6, {"seed": "0"}
+    )
+    assert some["rows_matched"] == 2 and some["rows_differing"] == 0
 
 
 def test_a_key_that_does_not_name_each_row_is_refused():
