@@ -26,12 +26,13 @@ The solver object mimics scipy's ``OdeSolver`` (``step()``, ``t``, ``y``, ``stat
 :mod:`factorflow.dynamics.train` drives it like the scipy methods (schedules, loss-threshold
 crossings located on the dense output).
 
-Measured (``benchmarks/bench_stiff.py``, Arora et al.'s 100x100 rank-5 completion, depth 3, to
-train mse 1e-8, one thread): RK45 268,544 evaluations; CVODE with the difference quotient 7,177,
-with exact Hvps 7,369 (gradients and Hvps counted alike), with the preconditioner 3,860
-(difference quotient) / 3,829 (exact), ``Flow(method="auto")`` 4,563; end states equal to
-RK45's (top-5 singular values within 2e-8 relative). Exact Hvps save no products here and cost
-~2.5 gradients each (double backward), so the difference quotient is the default.
+Measured (``benchmarks/bench_stiff.py``, stored in ``benchmarks/results/bench_stiff.json``:
+Arora et al.'s 100x100 rank-5 completion, depth 3, to train mse 1e-8, one thread): RK45 268,544
+evaluations; CVODE with the difference quotient 7,239, with exact Hvps 7,008 (gradients and Hvps
+counted alike), with the preconditioner 3,863 (difference quotient) / 3,784 (exact),
+``Flow(method="auto")`` 4,520; end states equal to RK45's (top-5 singular values within 1.9e-8
+relative). Exact Hvps save few evaluations here (3 %) and each costs more than a gradient
+(double backward: 19.3 s against 12.5 s), so the difference quotient is the default.
 
 Optional dependency: ``pip install 'factorflow[stiff]'`` (``scikit-sundae>=1.2``).
 """

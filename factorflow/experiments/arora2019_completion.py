@@ -38,8 +38,9 @@ from factorflow.recovery import (
 SOURCE = "Arora, Cohen, Hu, Luo. Implicit Regularization in Deep Matrix Factorization. NeurIPS 2019"
 
 #: Paper scale integrates the flow with ``auto`` (RK45, then CVODE once stability-limited): the
-#: grid's flows took 114 s for seed 0 against 430 s by RK45 alone, end states equal to ~1e-8
-#: (benchmarks/bench_arora2019.py --method auto; bench_stiff.py). Quick keeps RK45, as before.
+#: grid's flows took 91 s for seed 0 (benchmarks/bench_arora2019.py --method auto) where RK45
+#: alone took 430 s in an earlier run (bench_arora2019.py); end states equal to RK45's to ~2e-8
+#: (bench_stiff.py). Quick keeps RK45, as before.
 PAPER_SCALE = RecoverySettings(
     seeds=5, flow=OptimizerConfig(name="flow", method="auto", rtol=1e-7, atol=1e-10)
 )
