@@ -1,40 +1,101 @@
-"""Progress of an interrupted or running IRMAE run: for every model checkpoint in its cell store,
-the epochs finished and the wall seconds per epoch (from the history the checkpoint holds).
+"""Progress of an interrupted or running IRMAE run: every model of the run (from the cell
+store's stamp), finished or not; for models in progress the epochs finished and the wall seconds
+per epoch (from the history their checkpoint holds); and an estimate of the time left.
 
-    python benchmarks/irmae_progress.py out/paper    # reads out/paper/.jing2020-irmae.cells
+    python benchmarks/irmae_progress.py out/paper [--workers 2]   # reads out/paper/.jing2020-irmae.cells
 
-The paper-scale times in the README and ``docs/irmae-notes.md`` come from this.
+The estimate: each unfinished model's remaining epochs times the median seconds per epoch of
+the models of its data set measured so far, scheduled as the experiment runs them (``--workers``
+at once, image models first when more than one; a finished model hands its worker to the next).
+Medians measured with other models beside them carry that load. The paper-scale times in the
+README and ``docs/irmae-notes.md`` come from this.
 """
 
 from __future__ import annotations
 
 import argparse
+import heapq
+import json
 import statistics
 from pathlib import Path
 
 import torch
 
 
+def models_of(config: dict) -> list[tuple[str, str, int]]:
+    """(cell key, data set, epochs) of every model, in the experiment's order."""
+    out = []
+    for k in range(int(config["seeds"])):
+        for d in ("shapes", config["images"]):
+            epochs = config["shapes_epochs" if d == "shapes" else "images_epochs"]
+            out += [(f"{d}-l{l}-seed{k}", d, int(epochs)) for l in config["ls"]]
+    return out
+
+
+def time_left(todo: list[tuple[float, bool]], workers: int) -> float:
+    """Wall seconds until every job is done: ``todo`` (seconds, is_shapes) in the experiment's
+    order, image models first when ``workers`` > 1, each worker taking the next job when free."""
+    if workers > 1:
+        todo = sorted(todo, key=lambda j: j[1])  # stable: image models first
+    free = [0.0] * workers
+    end = 0.0
+    for seconds, _ in todo:
+        start = heapq.heappop(free)
+        end = max(end, start + seconds)
+        heapq.heappush(free, start + seconds)
+    return end
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path, help="the talk's output folder (or the result's parent)")
     ap.add_argument("--name", default="jing2020-irmae", help="the result folder's name")
+    ap.add_argument("--workers", type=int, default=2, help="models trained at once (estimate)")
     args = ap.parse_args()
     store = args.out / f".{args.name}.cells"
-    files = sorted(store.glob("*.partial"))
-    if not files:
-        raise SystemExit(f"no model checkpoints in {store}")
-    for f in files:
+    if not (store / "stamp.json").is_file():
+        raise SystemExit(f"no IRMAE cell store (stamp.json) in {store}")
+    config = json.loads((store / "stamp.json").read_text())["config"]
+    done: dict[str, int] = {}
+    medians: dict[str, list[float]] = {}
+    for key, data, _ in models_of(config):
+        f = store / f"{key}-training.partial"
+        if (store / f"{key}.pkl").is_file() or not f.is_file():
+            continue
         state = torch.load(f, map_location="cpu", weights_only=False)
         epochs = state["history"]["epochs"]
         times = [r["time_s"] for r in epochs]
         per = [b - a for a, b in zip(times[:-1], times[1:], strict=True)]
         last = epochs[-1]
+        done[key] = int(state["epoch"])
+        if per:
+            medians.setdefault(data, []).append(statistics.median(per))
         print(
-            f"{f.stem}: {state['epoch']} epochs in {state['elapsed_s']:.0f} s; per epoch median "
-            f"{statistics.median(per):.1f} s (min {min(per):.1f}, max {max(per):.1f}); last: "
-            f"train loss {last['train_loss']:.3g}, count above 1e-2 "
+            f"{key}: {state['epoch']} epochs in {state['elapsed_s']:.0f} s; per epoch median "
+            f"{statistics.median(per) if per else float('nan'):.1f} s"
+            f" (min {min(per, default=float('nan')):.1f}, max {max(per, default=float('nan')):.1f});"
+            f" last: train loss {last['train_loss']:.3g}, count above 1e-2 "
             f"{last.get('count_above_1e-2')}, erank {last.get('erank', float('nan')):.2f}"
+        )
+    todo, unknown = [], []
+    for key, data, epochs in models_of(config):
+        if (store / f"{key}.pkl").is_file():
+            print(f"{key}: finished")
+            continue
+        if key not in done:
+            print(f"{key}: not started ({epochs} epochs)")
+        if data not in medians:
+            unknown.append(key)
+            continue
+        per_epoch = statistics.median(medians[data])
+        todo.append(((epochs - done.get(key, 0)) * per_epoch, data == "shapes"))
+    if unknown:
+        print(f"no estimate: no model of {', '.join(unknown)}'s data set has run an epoch yet")
+    elif todo:
+        seconds = time_left(todo, args.workers)
+        print(
+            f"estimated time left: {seconds / 3600:.1f} h ({seconds:,.0f} s) with "
+            f"{args.workers} worker(s)"
         )
 
 

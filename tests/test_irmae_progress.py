@@ -1,0 +1,69 @@
+"""``benchmarks/irmae_progress.py``: an IRMAE run's models, their progress and the time left."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "irmae_progress.py"
+_spec = importlib.util.spec_from_file_location("irmae_progress", _PATH)
+ip = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(ip)
+
+CONFIG = {"seeds": 1, "ls": [0, 8], "images": "fashion-mnist"}
+CONFIG.update(shapes_epochs=10, images_epochs=4)
+
+
+def test_models_in_the_experiments_order():
+    assert ip.models_of(CONFIG) == [
+        ("shapes-l0-seed0", "shapes", 10),
+        ("shapes-l8-seed0", "shapes", 10),
+        ("fashion-mnist-l0-seed0", "fashion-mnist", 4),
+        ("fashion-mnist-l8-seed0", "fashion-mnist", 4),
+    ]
+
+
+def test_time_left_schedules_image_models_first_on_free_workers():
+    jobs = [(10.0, True), (10.0, True), (30.0, False), (5.0, False)]
+    # one worker: in order, all of them
+    assert ip.time_left(jobs, 1) == 55.0
+    # two: images first (30 | 5), then the shapes on the worker free first (5 + 10 + 10)
+    assert ip.time_left(jobs, 2) == 30.0
+    assert ip.time_left([(7.0, True)], 3) == 7.0
+    assert ip.time_left([], 2) == 0.0
+
+
+def _checkpoint(path: Path, epoch_times: list[float]) -> None:
+    epochs = [{"epoch": i, "train_loss": 0.1, "time_s": t} for i, t in enumerate(epoch_times)]
+    epochs[-1].update({"count_above_1e-2": 3, "erank": 2.5})
+    state = {"epoch": len(epoch_times) - 1, "elapsed_s": epoch_times[-1]}
+    state["history"] = {"epochs": epochs}
+    torch.save(state, path)
+
+
+def test_report_and_estimate(tmp_path, monkeypatch, capsys):
+    store = tmp_path / ".jing2020-irmae.cells"
+    store.mkdir()
+    (store / "stamp.json").write_text(json.dumps({"config": CONFIG}))
+    (store / "shapes-l0-seed0.pkl").write_bytes(b"finished")
+    _checkpoint(store / "shapes-l8-seed0-training.partial", [0.0, 10.0, 22.0, 30.0])  # median 10
+    _checkpoint(store / "fashion-mnist-l0-seed0-training.partial", [0.0, 100.0])  # median 100
+    monkeypatch.setattr(sys, "argv", ["irmae_progress.py", str(tmp_path), "--workers", "2"])
+    ip.main()
+    out = capsys.readouterr().out
+    assert "shapes-l0-seed0: finished" in out
+    assert "shapes-l8-seed0: 3 epochs in 30 s; per epoch median 10.0 s" in out
+    assert "fashion-mnist-l8-seed0: not started (4 epochs)" in out
+    # fashion l0 3 x 100 s and l8 4 x 100 s on two workers, shapes l8 7 x 10 s after l0: 400 s
+    assert "estimated time left: 0.1 h (400 s) with 2 worker(s)" in out
+
+
+def test_no_store_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["irmae_progress.py", str(tmp_path)])
+    with pytest.raises(SystemExit, match="no IRMAE cell store"):
+        ip.main()
