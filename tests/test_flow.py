@@ -277,3 +277,58 @@ def test_flow_method_validation():
         Flow(method="euler")
     with pytest.raises(ValueError, match="rtol and atol must be > 0"):
         Flow(rtol=0.0)
+
+
+# --------------------------------------------------------------------------- failures
+
+
+class _Barrier:
+    """L(x) = (x - 2)^2 per run, x (B, 1), made infinite on 1.5 < x < 1.9 while its gradient
+    stays (x - 2)^2's: the field is finite everywhere, the loss is not."""
+
+    def __call__(self, ps):
+        (x,) = ps
+        x = x[:, 0]
+        wall = torch.where((x > 1.5) & (x < 1.9), math.inf, 0.0).to(x.dtype)
+        return (x - 2) ** 2 + wall
+
+
+def test_flow_run_whose_loss_turns_infinite_ends_diverged_at_its_last_finite_state():
+    """Run 0 (from 0) flows into the band where its loss is infinite: it ends "diverged" at the
+    last accepted state before, with that state's finite loss, and is frozen there. Run 1 (from
+    3) never meets the band and converges by itself."""
+    x0 = torch.tensor([[0.0], [3.0]], dtype=torch.float64)
+    res = train([x0], _Barrier(), Flow(method="RK45"), Stop(loss_below=1e-6))
+    assert res.status == ["diverged", "converged"]
+    x = res.params[0][:, 0]
+    assert 0.0 < float(x[0]) <= 1.5  # the last finite state, before the band
+    assert res.final_loss[0] == pytest.approx((float(x[0]) - 2) ** 2, rel=1e-12)
+    assert res.time[0] < res.time[1]
+    assert float(x[1]) == pytest.approx(2.0, abs=1.1e-3)  # (x - 2)^2 = 1e-6
+    tr = res.run_trajectory(0)
+    assert np.isfinite(tr.values["loss"]).all() and tr.time[-1] == res.time[0]
+
+
+class _BlowUp:
+    """L(x) = -x^4 / 4: the flow dx/dt = x^3 reaches infinity at t* = 1 / (2 x0^2)."""
+
+    def __call__(self, ps):
+        return -(ps[0][:, 0] ** 4) / 4
+
+
+def test_flow_integrator_failure_keeps_the_last_finite_state_and_says_why():
+    """RK45 cannot pass the blow-up at t* = 0.5 (x0 = 1): its step shrinks to the spacing of
+    floats and it stops with a message. Every run then ends "failed" (the loss is finite and
+    below ``diverge_above``) at the last accepted state, which is finite, and ``info`` keeps the
+    integrator's message. Run 1 sits at the fixed point 0 and keeps it."""
+    x0 = torch.tensor([[1.0], [0.0]], dtype=torch.float64)
+    res = train([x0], _BlowUp(), Flow(method="RK45"), Stop(max_time=1.0, diverge_above=1e300))
+    assert res.status == ["failed", "failed"]
+    assert "step size" in res.info["failure"]
+    assert res.time.tolist() == [res.time[0]] * 2
+    assert res.time[0] == pytest.approx(0.5, rel=1e-6)  # the numerical blow-up, near t*
+    x = res.params[0][:, 0]
+    assert math.isfinite(float(x[0])) and float(x[0]) > 100  # far along the blow-up
+    assert float(x[1]) == 0.0
+    tr = res.run_trajectory(0)
+    assert tr.time[-1] == res.time[0] and tr.values["loss"][-1] == pytest.approx(-(x[0] ** 4) / 4)

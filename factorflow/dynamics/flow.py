@@ -223,6 +223,8 @@ def _flow(
         for b in bad.nonzero().flatten().tolist():
             st.end(b, "diverged", float(L_old[b]), n_steps - 1, t_old)
             final_y[b] = y_old
+        if bool(bad.any()):  # the diverged runs' last finite state (as the discrete loop keeps)
+            rec.add(n_steps - 1, t_old, unflat(y_old), L_old)
         # record the schedule points inside (t_old, t_new]
         while next_rec <= t_new:
             sol = sol or solver.dense_output()
