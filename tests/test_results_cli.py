@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -252,3 +253,36 @@ def test_write_json_values_and_atomicity(tmp_path):
     }
     assert _leftovers(tmp_path / "sub") == []
     assert results.jsonable(float("-inf")) is None
+
+
+def _folder(path: Path, text: str) -> Path:
+    path.mkdir(parents=True)
+    (path / "f.txt").write_text(text)
+    return path
+
+
+def test_replace_folders_is_all_or_nothing(tmp_path, monkeypatch):
+    """When the second move fails, the first target gets its old folder back: every target is
+    old (nothing half replaced, no folder set aside left behind); without a failure all are new."""
+    targets = [_folder(tmp_path / f"run{i}", f"old{i}") for i in range(2)]
+    news = [_folder(tmp_path / f"new{i}", f"new{i}") for i in range(2)]
+    real = os.replace
+    calls = []
+
+    def failing(src, dst):
+        calls.append((Path(src), Path(dst)))
+        if Path(src) == news[1]:
+            raise OSError("disk full")
+        real(src, dst)
+
+    monkeypatch.setattr(results.os, "replace", failing)
+    with pytest.raises(OSError, match="disk full"):
+        results.replace_folders(list(zip(news, targets, strict=True)))
+    assert [(t / "f.txt").read_text() for t in targets] == ["old0", "old1"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new1", "run0", "run1"]
+    assert any(src == news[0] for src, _ in calls)  # the first move had happened
+    monkeypatch.setattr(results.os, "replace", real)
+    news[0] = _folder(tmp_path / "new0", "new0")
+    results.replace_folders(list(zip(news, targets, strict=True)))
+    assert [(t / "f.txt").read_text() for t in targets] == ["new0", "new1"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run0", "run1"]
