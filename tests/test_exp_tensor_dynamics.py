@@ -148,6 +148,46 @@ def test_flow_then_gd_patience_and_input_checks() -> None:
         flow_then_gd(init, obj, FlowThenGD(), Stop(max_time=1.0))
 
 
+class _Diagonal:
+    """L(x) = 1/2 sum_i a_i x_i^2 per run, x (B, n): lambda_max = max a."""
+
+    def __init__(self, a: torch.Tensor) -> None:
+        self.a = a
+
+    def __call__(self, ps):
+        return 0.5 * (self.a * ps[0] ** 2).sum(-1)
+
+
+def test_flow_then_gd_redoes_a_chunk_at_half_the_step_when_it_diverges(monkeypatch) -> None:
+    """The GD phase's step is 0.8 * 2 / lambda_max from a power iteration. Here lambda_max (100)
+    is underestimated 8x after the switch, as when the curvature grows inside a chunk: lr 0.128
+    makes the a = 100 mode grow by |1 - 12.8| per step, so the chunk diverges and is redone at
+    0.064 (|1 - 6.4|, diverges), 0.032 (|1 - 3.2|, diverges) and 0.016 (|1 - 1.6| < 1): three
+    redos, the chunk kept at 0.016 (one chunk covers the GD phase here), and the run converges."""
+    import factorflow.dynamics.hybrid as hybrid
+
+    real, calls = hybrid.hessian_top_eigenvalue, []
+
+    def underestimate(*args, **kwargs):
+        lam, v, n = real(*args, **kwargs)
+        calls.append(float(lam[0]))
+        return (lam if len(calls) == 1 else lam / 8), v, n  # the first check is the switch's
+
+    monkeypatch.setattr(hybrid, "hessian_top_eigenvalue", underestimate)
+    obj = _Diagonal(torch.logspace(0, 2, 4, dtype=torch.float64))  # 1 .. 100: ~600 GD steps
+    x0 = [torch.ones(1, 4, dtype=torch.float64)]
+    method = FlowThenGD(check_every=10, switch_h_lambda=1e-12, gd_chunk=5000)
+    res = flow_then_gd(x0, obj, method, Stop(loss_below=1e-8, max_steps=50_000))
+    assert res.status == ["converged"] and float(res.final_loss[0]) <= 1e-8
+    assert calls[0] == pytest.approx(100.0, rel=1e-3)  # the power iteration itself is right
+    assert len(calls) == 2  # the switch's check and the one GD chunk's
+    assert res.info["gd_redos"] == 3
+    assert res.info["gd_lr_min"] == res.info["gd_lr_max"] == pytest.approx(0.016, rel=1e-3)
+    loss, phase = res.trajectory.values["loss"][:, 0], res.trajectory.values["phase"][:, 0]
+    assert np.isfinite(loss).all()  # the diverged tries are not kept
+    assert (phase == 1).sum() > 2 and np.all(np.diff(loss[phase == 1]) <= 0)  # stable steps
+
+
 def test_train_past_crossing_runs_extra_steps_after_the_crossing() -> None:
     _, obj = _problem()
     init = [
