@@ -142,10 +142,14 @@ def test_interrupted_sweep_resumes_without_repeating(tmp_path, monkeypatch):
     assert len(runs_table(part)) == 4  # two whole batches were written
     assert not [p for p in (part / "runs").iterdir() if p.name.startswith(".")]
 
+    # what a hard kill (no cleanup) leaves: a half-written batch folder and a stray temp file
+    (part / "runs" / ".depth=3.tmp-123" / "seed_0").mkdir(parents=True)
+    (part / "runs" / ".sweep.json.tmp").write_text("{")
     calls.clear()
     monkeypatch.setattr(sweep, "fit", lambda cfg, **kw: calls.append(1) or real_fit(cfg, **kw))
     res = run_sweep(grid, part, progress=False, log=None)
     assert (res.n_skipped, res.n_ran, len(calls)) == (4, 4, 2)  # only the missing batches
+    assert not [p for p in (part / "runs").iterdir() if p.name.startswith(".")]
     pd.testing.assert_frame_equal(_table(part), _table(full))
 
 
