@@ -269,3 +269,44 @@ def test_dmf_precond_is_the_exact_inverse_on_balanced_factors_fully_observed(dty
     assert isinstance(pc._A, torch.Tensor) == (shape[0] == shape[1])  # stacked when square
     assert not isinstance(per_factor._A, torch.Tensor)
     assert np.linalg.norm(per_factor.solve(r, gamma) - got) <= tol * np.linalg.norm(expected)
+
+
+class _BlowUp:
+    """L(x) = -x^4 / 4: the flow dx/dt = x^3 reaches infinity at t* = 1 / (2 x0^2)."""
+
+    def __call__(self, ps):
+        return -(ps[0][:, 0] ** 4) / 4
+
+
+@needs_sundials
+def test_cvode_failure_at_a_blow_up_keeps_the_last_finite_state_and_says_why():
+    """CVODE's step shrinks to the spacing of floats before t* = 0.5 and it stops advancing:
+    the runs end "failed" at the last state it reached (finite), with CVODE's reason in info."""
+    x0 = torch.tensor([[1.0], [0.0]], dtype=torch.float64)
+    res = train([x0], _BlowUp(), Flow(method="cvode"), Stop(max_time=1.0, diverge_above=1e300))
+    assert res.status == ["failed", "failed"]
+    assert res.info["failure"].startswith("CVODE")
+    assert res.time[0] == pytest.approx(0.5, rel=1e-4) and res.time[0] == res.time[1]
+    x = res.params[0][:, 0]
+    assert math.isfinite(float(x[0])) and float(x[0]) > 100 and float(x[1]) == 0.0
+
+
+@needs_sundials
+def test_cvode_solver_dense_output_and_finished_state():
+    """The scipy-like interface: dense output inside the last step only (at its end, the state
+    itself), and no step after the end."""
+    lam = 2.0
+    s = stiff.CVODESolver(lambda t, y: -lam * y, 0.0, np.ones(3), 1.0, rtol=1e-10, atol=1e-12)
+    assert s.step() is None and s.status == "running"
+    sol = s.dense_output()
+    mid = 0.5 * (s.t_old + s.t)
+    np.testing.assert_allclose(sol(mid), np.exp(-lam * mid), rtol=1e-6)
+    np.testing.assert_array_equal(sol(s.t), s.y)
+    with pytest.raises(ValueError, match="outside the last step"):
+        sol(s.t + 1.0)
+    while s.status == "running":
+        s.step()
+    assert s.status == "finished" and s.t == pytest.approx(1.0)
+    np.testing.assert_allclose(s.y, np.exp(-lam), rtol=1e-8)
+    with pytest.raises(RuntimeError, match="finished or failed"):
+        s.step()
