@@ -80,6 +80,7 @@ def test_test_fraction_and_movielens_formats(tmp_path, capsys):
         ("user,item,value\na,b,1\nc,d,inf\n", "NaN, infinite"),
         ("user,item,value\na,b,1\nc,d,4\na,b,2\n", "rated more than once"),
         ("userId,movieId,rating\n1,2,3\n1,3,nan\n", "non-finite rating"),
+        ('user,item,value\na,b,1\n"c,d,2\n', "not a CSV file"),
     ],
 )
 def test_bad_input_one_line_error(tmp_path, capsys, text, msg):
@@ -108,3 +109,14 @@ def test_usage_errors(tmp_path, capsys):
     )
     assert "no saved model" in capsys.readouterr().err
     assert main(["complete", str(tmp_path / "missing.csv")]) == 2
+
+
+def test_pairs_file_errors_name_the_file(tmp_path):
+    from factorflow.complete import read_pairs
+
+    empty = tmp_path / "pairs.csv"
+    empty.write_text("")
+    with pytest.raises(ValueError, match=r"pairs.csv: empty file \(no header, no ratings\)"):
+        read_pairs(empty)
+    with pytest.raises(FileNotFoundError, match="no such pairs file"):
+        read_pairs(tmp_path / "missing.csv")
