@@ -2,13 +2,11 @@
 
 Each command checks its output location before any work, writes into a temporary sibling and
 moves it into place when complete; result files are read by one reader that names the file;
-workers end with their sweep; the API rejects bad training input with a ValueError/TypeError
-naming the argument."""
+workers end with their sweep. The API's refusal of bad training input: test_api_input.py."""
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import subprocess
@@ -17,11 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import factorflow as ff
 from factorflow import fit as fit_module
 from factorflow import results
 from factorflow.cli import main
@@ -237,21 +233,6 @@ def test_run_settings_are_checked(tmp_path, capsys, setting, message):
     assert message in _err(capsys)
 
 
-# --------------------------------------------------------------------------- the Python API
-
-
-def test_api_rejects_bad_training_input():
-    with pytest.raises(ValueError, match="init_scale must be a finite number > 0"):
-        ff.init_dmf((3, 3), 2, init="normal", init_scale=math.inf, seeds=[0])
-    for lr in (-1e-3, math.nan, math.inf, 0.0):
-        with pytest.raises(ValueError, match="GD: lr must be a finite number > 0"):
-            ff.GD(lr=lr)
-    with pytest.raises(ValueError, match="GroupRMSProp: eps"):
-        ff.GroupRMSProp(lr=1e-3, eps=-1.0)
-    with pytest.raises(TypeError, match="values must be numbers"):
-        ff.Completion((3, 3), torch.tensor([[0, 0]]), ["a"])
-
-
 # --------------------------------------------------------------------------- processes and property tests
 
 
@@ -338,38 +319,6 @@ def test_worker_watchdog_ends_a_process_whose_parent_is_gone():
     # (the timeout only guards the test run against that)
     res = subprocess.run([sys.executable, "-c", code, str(dead.pid)], timeout=120)
     assert res.returncode == 1
-
-
-def _dmf_problem():
-    problem = ff.synthetic_completion((4, 5), 1, 10, 0)
-    factors, _ = ff.init_dmf((4, 5), 2, init="normal", init_scale=0.1, seeds=[0, 1])
-    return problem, factors, ff.DMFObjective(problem, "mse")
-
-
-@pytest.mark.parametrize("optimizer", [ff.GD(lr=1e-2), ff.Flow()], ids=["gd", "flow"])
-@pytest.mark.parametrize(
-    "bad, error, message",
-    [
-        (lambda f: [], ValueError, "non-empty list"),
-        (lambda f: [f[0]], ValueError, "end-to-end shape is \\(5, 5\\), the problem's \\(4, 5\\)"),
-        (lambda f: [f[0], f[1][:, :, :3]], ValueError, "inner sizes must chain"),
-        (lambda f: [x.float() for x in f], TypeError, "float32 but the problem is torch.float64"),
-        (lambda f: [f[0], f[1][:1]], ValueError, "batch size"),
-        (lambda f: [f[0], f[1] * math.inf], ValueError, "NaN or inf"),
-        (lambda f: [f[0], f[1].long()], TypeError, "floating"),
-    ],
-    ids=["empty", "wrong-shape", "inner", "dtype", "batch", "inf", "int"],
-)
-def test_train_rejects_factors_that_do_not_fit(optimizer, bad, error, message):
-    _, factors, objective = _dmf_problem()
-    with pytest.raises(error, match=message):
-        ff.train(bad(factors), objective, optimizer, ff.Stop(max_steps=5, max_evals=50))
-
-
-def test_train_still_trains_good_factors():
-    _, factors, objective = _dmf_problem()
-    res = ff.train(factors, objective, ff.GD(lr=1e-2), ff.Stop(max_steps=5))
-    assert res.status == ["max_steps", "max_steps"]
 
 
 @pytest.mark.slow
