@@ -29,54 +29,8 @@ shared 2-core machine (load average ~12), so its wall times are upper bounds for
 ``--full-train-lbfgs 800`` instead fits L-BFGS (float64, 800 steps) on all 60,000 train images
 (the paper's train set) and writes ``benchmarks/results/natural_rank_adam_lbfgs60k.json``.
 
-Recorded run (``--budget-min 22 --lbfgs-steps 800``, 28 min in all; R = 1 train error, 0/1 units;
-label variance of the 20,000 images 0.0928):
-
-==========================================  ==========  ============
-fit                                         original    rand image
-==========================================  ==========  ============
-paper, read off its figure (60,000 images)  ~0.033      ~0.088
-our L-BFGS, quick (100 steps, float32)      0.0591      0.0831
-our L-BFGS, 800 steps, float64              0.05773     0.08080
-  same from the Poisson warm start          0.05768     0.08050
-  max abs gradient at its end               4.2e-5      1.1e-7
-authors' Adam + clamp, epoch 100            0.0705      0.0920
-  epoch 1,000                               0.0608      0.0863
-  epoch 3,000                               0.0604      0.0861
-  last epoch (8,558 / 10,000), full set     0.06033     0.08606
-  extrapolated to 10,000 (power law)        0.0604      0.0861
-our L-BFGS on all 60,000 images (800 st.)   0.0609      0.0885
-==========================================  ==========  ============
-
-Adam's curve is flat from ~3,000 epochs on (original: 0.06039, 0.06034, 0.06039 at epochs 3,000,
-5,000 and 8,558, minibatch noise), with 809 of the 1,568 entries at the clamp; the original run
-stopped at its budget after 8,558 epochs (0.077 s/epoch), the random one reached 10,000 (0.058
-s/epoch). Extrapolation: ``e_inf + c t^-p`` fitted to the last decade of epochs (rms residual
-3.4e-5 / 2.0e-5) gives e_inf 0.06037 / 0.08609 and 0.0604 / 0.0861 at 10,000 epochs; the
-straight line in log t (no floor) gives 0.0603 / 0.0861. Both say the curve has ended.
-
-Conclusion on the 0.059-vs-0.033 gap:
-
-* not our optimizer: the authors' Adam with their clamp and init, on the same images, ends at
-  0.0603, above our L-BFGS (0.0591 quick, 0.0577 converged); it does not go below L-BFGS.
-* not our model: L-BFGS is at or near its model's optimum (from 100 to 800 steps it falls only
-  0.0014 more, to 0.05773, max gradient 4e-5 and still creeping; a second start, the Poisson warm
-  start, ends at 0.05768), and the log-magnitude family loses nothing at rank 1 for targets >= 0
-  (flipping a factor's sign only flips f's sign, which cannot lower |f - y|; zero entries are its
-  limits); the authors' model (signed weights, clamped at 1.02) can do no better, and their
-  optimizer lands higher.
-* the data size is not it either: on all 60,000 train images L-BFGS gives 0.0609 (original) and
-  0.0885 (random images, converged, gradient 7e-13) -- the random control matches the paper's
-  ~0.088, so units, binarization and targets agree where they can be checked.
-* so the gap is in the figure reading (or in something about the authors' run that PAPERS.md F
-  does not record): no optimizer we ran reaches ~0.033 for a rank-1 fit, and the rank-1 optimum on
-  the paper's train set is ~0.061. Re-reading the figure is the next step.
-
-Per-epoch time (one thread, ``nice``, shared 2-core machine, load ~7): quick size R = 1, 0.058 to
-0.077 s; paper scale (60,000 images, clamp on): the batch of the original and rand-label fits
-(R = 1..15, 3 seeds: 90 fits, 720 components) 4.93 s, one rand-image batch (15 fits) 0.86 s, all
-batches 7.51 s per epoch, so 10,000 epochs take ~20.9 h on one core, ~13.7 h on two (the big
-batch on one core, the three rand-image batches, 7.2 h, on the other) -- against ~29 h before.
+The recorded run, its numbers and what they say about the 0.059-vs-0.033 gap:
+``docs/natural-rank-adam.md``.
 """
 
 from __future__ import annotations
