@@ -4,6 +4,7 @@ any work)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -216,3 +217,27 @@ def test_a_folder_with_other_files_is_never_replaced_without_overwrite(tmp_path,
     (out / "error.txt").write_text("an earlier failure")  # a failed run's note is not a result
     run_experiment("fake", out, resume=True)
     assert (out / "summary.json").is_file()
+
+
+@dataclass(frozen=True)
+class NoSeeds:
+    depths: tuple[int, ...] = (1,)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"settings": dict}, "settings must be a dataclass"),
+        (
+            {"settings": NoSeeds, "scales": dict.fromkeys(("quick", "paper", "smoke"), NoSeeds())},
+            "settings need a 'seeds' field",
+        ),
+        ({"scales": {"quick": S(), "paper": S()}}, r"scales\['smoke'\] must be a S"),
+        ({"columns": {"depth": "integer"}}, r"unknown column kinds \{'depth': 'integer'\}"),
+        ({"claims": (EXP.claims[0], EXP.claims[0])}, "claim ids repeat"),
+    ],
+)
+def test_a_malformed_experiment_definition_is_refused_when_defined(change, message):
+    """A new experiment's definition errors surface at import, naming the experiment."""
+    with pytest.raises(TypeError, match=f"fake: {message}"):
+        dataclasses.replace(EXP, **change)
