@@ -94,6 +94,19 @@ def test_gd_levels_batch_budget_and_levels():
     assert np.allclose(alone[0].levels[0].values["W"], outs[0].levels[0].values["W"])
 
 
+def test_gd_levels_batch_budget_spent_exactly_at_a_level():
+    """The budget runs out on the step that reaches a level: that level is kept, the run ends
+    "max_steps" there (final = that state, level None), and later levels are not tried."""
+    obj = DMFObjective(razin_2x2(), "half_sse")
+    f0 = _init(2, balance=False)
+    n = gd_levels_batch(f0, obj, (0.5,), lr=3e-3, max_steps=2500)[0].levels[0].steps
+    for levels in [(0.5, 1e-6), (0.5, 1e-6, 1e-9)]:
+        (o,) = gd_levels_batch(f0, obj, levels, lr=3e-3, max_steps=n)
+        assert o.status == "max_steps" and [s.level for s in o.levels] == [0.5]
+        assert o.final.level is None and o.final.steps == n == o.n_evals
+        assert o.final.loss == o.levels[0].loss <= 0.5
+
+
 # ------------------------------------------------------------------ det_sign, theory
 
 
