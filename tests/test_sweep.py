@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -343,3 +344,23 @@ def test_runs_table_reads_any_run_folders(tmp_path):
     assert list(df["seed"]) == [3, 4]
     assert "seeds" not in df.columns and "problem.shape" in df.columns
     assert df["problem.shape"].iloc[0] == "[6, 6]"
+
+
+def test_a_batch_another_worker_wrote_first_is_kept(tmp_path, monkeypatch):
+    """Two workers on one batch (a resubmitted job): the one that renames second finds the
+    folder there, keeps it, says so, and leaves no temporary folder behind."""
+    target = tmp_path / "runs" / "depth=2"
+    real = os.replace
+
+    def raced(src, dst):
+        if Path(dst) == target:  # the other worker's rename lands just before ours
+            (target / "seed_0").mkdir(parents=True)
+            (target / "seed_0" / "theirs.txt").write_text("first")
+            raise OSError("Directory not empty")
+        real(src, dst)
+
+    monkeypatch.setattr(sweep.os, "replace", raced)
+    status = sweep.run_batch({**BASE, "seeds": [0]}, str(target))
+    assert status["status"] == "ok" and "another worker wrote this batch first" in status["note"]
+    assert (target / "seed_0" / "theirs.txt").read_text() == "first"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["depth=2"]
