@@ -43,6 +43,7 @@ import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
+import scipy.integrate
 import torch
 
 __all__ = [
@@ -164,7 +165,7 @@ class DMFCompletionPrecond:
         self._fs: list[torch.Tensor] | None = None
 
     @staticmethod
-    def applies(objective) -> bool:
+    def applies(objective: object) -> bool:
         """True for a :class:`~factorflow.objectives.DMFObjective` on matrix completion with a
         loss this preconditioner knows."""
         from factorflow.objectives import DMFObjective
@@ -378,7 +379,7 @@ class CVODESolver:
 RK45_STIFF_HLAMBDA = 3.25
 
 
-def rk45_stiffness(solver) -> float:
+def rk45_stiffness(solver: scipy.integrate.RK45) -> float:
     """h * lambda estimate (dimensionless) for the last accepted step of a scipy ``RK45`` solver,
     from its stored stages ``K`` (7, n): stage 6 and the new state are both at t + h, so
     lambda ~ ||K[6] - K[5]|| / ||y_new - y_6||, y_new - y_6 = h (K[:6]^T b - K[:5]^T a_6)

@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from factorflow.dynamics.base import LossFn
 from factorflow.dynamics.optimizers import GD
 
 __all__ = [
@@ -54,7 +55,10 @@ Kernel = Callable[[Sequence[np.ndarray]], tuple[np.ndarray, list[np.ndarray]]]
 
 
 def numpy_kernel(
-    loss_fn, params: Sequence[torch.Tensor], backend: str, optimizer=None
+    loss_fn: LossFn,
+    params: Sequence[torch.Tensor],
+    backend: str,
+    optimizer: object | None = None,
 ) -> Kernel | None:
     """The objective's numpy ``value_and_grad`` when the fast path applies, else None.
     ``optimizer``: the discrete optimizer (only GD has a numpy update), None for the flow (whose
@@ -85,7 +89,9 @@ def numpy_kernel(
     return None
 
 
-def steps_until(step: int, next_rec: float, max_steps: int | None, max_time, dt: float) -> int:
+def steps_until(
+    step: int, next_rec: float, max_steps: int | None, max_time: float | None, dt: float
+) -> int:
     """How many states from ``step`` on carry no scheduled event: the first step at or after the
     next recording point ``next_rec``, ``max_steps``, or the first step s with s dt >= max_time
     (1 - 1e-12) (the loop's own tests), minus ``step``; 0 when ``step`` itself has one."""
@@ -111,7 +117,13 @@ def quiet_steps(
     loss_below: float | None,
     diverge_above: float,
     active: np.ndarray,
-):
+) -> tuple[
+    list[np.ndarray],
+    list[np.ndarray] | None,
+    np.ndarray | None,
+    int,
+    tuple[np.ndarray, list[np.ndarray]] | None,
+]:
     """Up to ``n`` GD steps from ``params`` (numpy (B, ...) arrays) while every active run's loss
     at the current state is quiet: finite, > ``loss_below`` and <= ``diverge_above`` (a NaN fails
     every comparison). Inactive runs stay where they are.

@@ -54,6 +54,7 @@ from factorflow.experiment import (
     Context,
     Experiment,
     NotJudged,
+    Result,
     at_least,
     at_most,
     between,
@@ -262,7 +263,7 @@ def _need(d: dict[int, Any], *ls: int) -> None:
         raise NotJudged(f"needs runs at l = {missing}")
 
 
-def shapes_erank(r) -> dict[str, Any]:
+def shapes_erank(r: Result) -> dict[str, Any]:
     """Effective rank per l on shapes; whether it never rises with l and falls 0 -> max l."""
     e = _by_l(r.rows, "shapes", "erank")
     _need(e, 0)
@@ -274,7 +275,7 @@ def shapes_erank(r) -> dict[str, Any]:
     return {"erank": {str(l): e[l] for l in ls}, "falls": falls}
 
 
-def shapes_count(r) -> dict[str, Any]:
+def shapes_count(r: Result) -> dict[str, Any]:
     """Count of normalized singular values above 1e-2 on shapes: l = 8 per epoch, l = 0 final."""
     sel = r.rows[r.rows["dataset"] == "shapes"]
     l8, l0 = sel[sel["l"] == 8], sel[sel["l"] == 0]
@@ -291,7 +292,7 @@ def shapes_count(r) -> dict[str, Any]:
     }
 
 
-def images_rank_mse(r) -> dict[str, Any]:
+def images_rank_mse(r: Result) -> dict[str, Any]:
     """erank and test MSE at l = 8 relative to l = 0 on the image data set."""
     ds = r.settings.images
     e, m = _by_l(r.rows, ds, "erank"), _by_l(r.rows, ds, "test_mse")
@@ -306,7 +307,7 @@ def images_rank_mse(r) -> dict[str, Any]:
     }
 
 
-def downstream(r) -> dict[str, Any]:
+def downstream(r: Result) -> dict[str, Any]:
     """Probe accuracy per label budget and generation proxies, l = 8 vs l = 0, image data."""
     sel = r.rows[r.rows["dataset"] == r.settings.images]
     l0, l8 = sel[sel["l"] == 0], sel[sel["l"] == 8]

@@ -17,11 +17,15 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 __all__ = ["figure_functions", "new_figure", "plt", "save_figure"]
 
 
-def new_figure(n_panels: int = 1, width: float = 4.2, height: float = 3.4):
+def new_figure(
+    n_panels: int = 1, width: float = 4.2, height: float = 3.4
+) -> tuple[Figure, list[Axes]]:
     """A row of ``n_panels`` axes in the house style; returns (fig, axes list)."""
     fig, axes = plt.subplots(1, n_panels, figsize=(width * n_panels, height), squeeze=False)
     for ax in axes[0]:
@@ -29,7 +33,7 @@ def new_figure(n_panels: int = 1, width: float = 4.2, height: float = 3.4):
     return fig, list(axes[0])
 
 
-def save_figure(fig: Any, out_dir: Path, name: str) -> str:
+def save_figure(fig: Figure, out_dir: Path, name: str) -> str:
     """Save a matplotlib figure as ``out_dir/name.png`` (150 dpi), close it, return the file
     name."""
     path = Path(out_dir) / f"{name}.png"

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from factorflow.plotting import new_figure
 from factorflow.theory import theorem_errors
@@ -36,7 +37,7 @@ def _finite(rows: Sequence[Mapping[str, Any]], key: str) -> list[float]:
     return [float(v) for v in vals if v is not None and np.isfinite(v)]
 
 
-def recovery_figure(rows: Sequence[Mapping[str, Any]], *, n_obs: int, title: str = ""):
+def recovery_figure(rows: Sequence[Mapping[str, Any]], *, n_obs: int, title: str = "") -> Figure:
     """Three panels vs ||W(0)||_F for the rows with ``n_obs`` observations (or measurements).
 
     ``rows``: the experiment's summary rows (methods ``dmf``, ``nuclear_norm_min``,
@@ -115,7 +116,7 @@ def singular_value_figure(
     top_k: int = 10,
     logx: bool = False,
     logy: bool = False,
-):
+) -> Figure:
     """One panel per depth: the top ``top_k`` singular values over time.
 
     ``traces``: dicts with ``depth``, ``label`` (e.g. ``flow`` or ``GD lr 0.01``), ``time`` (T,)
@@ -152,7 +153,7 @@ def singular_value_figure(
     return fig
 
 
-def theorem_figure(checks: Sequence[Mapping[str, Any]], *, title: str = ""):
+def theorem_figure(checks: Sequence[Mapping[str, Any]], *, title: str = "") -> Figure:
     """Left: |measured| vs |predicted| d sigma_r/dt (every recorded row and r; log axes);
     right: the normwise error max_r |measured - predicted| / (N sigma_r^(2-2/N) ||G||_F) over
     time, on the rows whose top-k singular values are separated.

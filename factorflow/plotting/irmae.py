@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from factorflow.experiment import Result
 from factorflow.plotting import new_figure, plt
 
 __all__ = [
@@ -28,7 +29,7 @@ def _first(result, dataset: str, l: int) -> dict[str, np.ndarray]:
     return result.arrays(str(sel.iloc[0]["arrays"]))
 
 
-def spectra_figures(result) -> dict[str, Any]:
+def spectra_figures(result: Result) -> dict[str, Any]:
     """Normalized singular values of the test latents' covariance against their index, one
     curve per l (y from 0 to 0.4 as the paper; dashed line at 7 for shapes)."""
     out = {}
@@ -49,7 +50,7 @@ def spectra_figures(result) -> dict[str, Any]:
     return out
 
 
-def spectra_epochs_figures(result) -> dict[str, Any]:
+def spectra_epochs_figures(result: Result) -> dict[str, Any]:
     """The largest l's top-16 normalized singular values against training epoch (log scale):
     singular values learned one at a time, inside a network."""
     out = {}
@@ -94,12 +95,12 @@ def _image_panels(result, key: str, n: int, cols: int, title: str) -> dict[str, 
     return out
 
 
-def sample_figures(result) -> dict[str, Any]:
+def sample_figures(result: Result) -> dict[str, Any]:
     """Decoded samples of a Gaussian fitted to the training latents, one grid per l."""
     return _image_panels(result, "samples", 36, 6, "samples (Gaussian on the training latents)")
 
 
-def interpolation_figures(result) -> dict[str, Any]:
+def interpolation_figures(result: Result) -> dict[str, Any]:
     """Linear interpolation between two test codes, one row per l."""
     return _image_panels(result, "interpolation", 8, 8, "interpolation between two test codes")
 

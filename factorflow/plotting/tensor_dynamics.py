@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
 from factorflow.plotting import new_figure, plt
@@ -33,7 +34,9 @@ _LABELS = {
 }
 
 
-def plot_component_norms(result: Any, rows: Sequence[dict[str, Any]], optimizer: str, seed: int):
+def plot_component_norms(
+    result: Any, rows: Sequence[dict[str, Any]], optimizer: str, seed: int
+) -> Figure:
     """Top component norms (sorted, top row) and train loss (bottom row) over the optimizer's
     own axis, one column per init std, for one ``optimizer`` and ``seed``; the switch from flow
     to GD is marked."""
@@ -70,7 +73,7 @@ def plot_component_norms(result: Any, rows: Sequence[dict[str, Any]], optimizer:
     return fig
 
 
-def plot_error_vs_init(rows: Sequence[dict[str, Any]], paper: dict[float, float]):
+def plot_error_vs_init(rows: Sequence[dict[str, Any]], paper: dict[float, float]) -> Figure:
     """Final ``rel_fro_error`` against init std, every run (one marker per seed) per optimizer,
     with the published values."""
     fig, (ax,) = new_figure(1)
@@ -97,7 +100,7 @@ def plot_error_vs_init(rows: Sequence[dict[str, Any]], paper: dict[float, float]
     return fig
 
 
-def plot_rate_check(result: Any, checks: Sequence[dict[str, Any]]):
+def plot_rate_check(result: Any, checks: Sequence[dict[str, Any]]) -> Figure:
     """Largest relative error of the component-norm rate identity at each accepted flow step
     of the theorem checks (their saved arrays)."""
     fig, (ax,) = new_figure(1)

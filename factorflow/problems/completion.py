@@ -113,7 +113,9 @@ class Completion:
         m[self.flat_indices()] = True
         return m.reshape(self.shape)
 
-    def to(self, dtype: torch.dtype | None = None, device: str | torch.device | None = None):
+    def to(
+        self, dtype: torch.dtype | None = None, device: str | torch.device | None = None
+    ) -> Completion:
         """A copy with values cast to ``dtype`` and both tensors moved to ``device``."""
         return Completion(
             self.shape,

@@ -15,7 +15,7 @@ __all__ = [
 ]
 
 
-def w11_lower_bound(loss):  # float or np.ndarray -> same
+def w11_lower_bound(loss: float | np.ndarray) -> float | np.ndarray:
     """Razin & Cohen 2020 2x2 problem, half_sse loss l < 1/2, det(W) > 0:
     |w11| >= (1 - sqrt(2 l))^2 / sqrt(2 l). Accepts a float or an array of losses.
 
@@ -35,7 +35,9 @@ def w11_lower_bound(loss):  # float or np.ndarray -> same
 # --------------------------------------------------------------------------- perturbed 2x2
 
 
-def perturbed_w11_lower_bound(loss, eps: float, z: float = -2.0, z_prime: float = 0.5):
+def perturbed_w11_lower_bound(
+    loss: float | np.ndarray, eps: float, z: float = -2.0, z_prime: float = 0.5
+) -> float | np.ndarray:
     """Razin & Cohen 2020, the perturbed 2x2 problem [[?, z], [z', eps]] (observed w12 = z,
     w21 = z', w22 = eps), half_sse loss l, det(W) of the sign of z z':
     |w11| >= (|z| - e)(|z'| - e) / (|eps| + e) with e = sqrt(2 l) < min(|z|, |z'|). Tends to
@@ -63,7 +65,9 @@ def perturbed_norm_constant(z: float = -2.0, z_prime: float = 0.5) -> float:
     return (big - m / 2) / 2
 
 
-def perturbed_norm_lower_bound(loss, eps: float, z: float = -2.0, z_prime: float = 0.5):
+def perturbed_norm_lower_bound(
+    loss: float | np.ndarray, eps: float, z: float = -2.0, z_prime: float = 0.5
+) -> float | np.ndarray:
     """The authors' statement on [[?, z], [z', eps]] (Razin & Cohen 2020): if sign det W(0) =
     sign(z z') (and gradient flow keeps it), ||W(t)|| = Omega(min(|z|, |z'|) / (|eps| +
     sqrt(2 l(t)))). With an explicit constant: for every norm at least the spectral norm
