@@ -204,6 +204,7 @@ def _cmd_runs(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``factorflow`` command line: one subcommand per ``_cmd_*`` function."""
     p = argparse.ArgumentParser(
         prog="factorflow",
         description="Implicit regularization of gradient descent on matrix and tensor factorizations.",
@@ -369,6 +370,8 @@ def _set_threads() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; its exit status (0 ok, 1 some runs failed, 2 a one-line error, 130
+    interrupted)."""
     args = build_parser().parse_args(argv)
     _set_threads()
     try:

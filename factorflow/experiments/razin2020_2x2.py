@@ -22,9 +22,9 @@ det < 0; paper grid: 16 of 18).
 
 Scales (2 shared cores, one torch thread, measured): ``quick`` alpha 8e-3, 2 seeds, flow at
 depths 2-4 to 1e-6 (12 runs, ~52k evaluations, ~33 s) and GD at depth 2 only (4 runs, 32k
-batch steps, ~18 s). ``paper``: 36 flow runs to 1e-6 (2-4 min) and GD at alpha 8e-3 to 1e-4,
-~3.7e6 steps at depth 3 and 2.7e6-5.9e6 at depth 4 (1-3 hours per depth). ``smoke``: depth 2,
-one balanced seed, two levels.
+batch steps, ~18 s). ``paper``: 36 flow runs to 1e-6 and GD at alpha 8e-3 to 1e-4 (3-6 million
+steps per run): 355 s in all with the engine's tiny-problem loop (hours before it; README).
+``smoke``: depth 2, one balanced seed, two levels.
 """
 
 from __future__ import annotations
@@ -181,7 +181,7 @@ def _level(r: Result, level: float, **eq: Any) -> Any:
     return x[m]
 
 
-def unbalanced_flips(r: Result) -> Any:
+def _unbalanced_flips(r: Result) -> Any:
     ids = _runs(r, optimizer="flow", balanced=False)
     first = _signs(r, ids)["loss_at_first_flip"]
     near0 = sum(x is not None and x > 0.9 for x in first)
@@ -193,7 +193,7 @@ def unbalanced_flips(r: Result) -> Any:
     )
 
 
-def bound_2x2(r: Result) -> dict[str, Any]:
+def _bound_2x2(r: Result) -> dict[str, Any]:
     return c2.bound_ratio(
         c2.split_runs(r.arrays("trajectories")),
         list(r.rows["run_id"].unique()),
@@ -202,12 +202,12 @@ def bound_2x2(r: Result) -> dict[str, Any]:
     )
 
 
-def w11_at_1e4(r: Result) -> dict[str, Any]:
+def _w11_at_1e4(r: Result) -> dict[str, Any]:
     v = _level(r, 1e-4)["abs_w11"]
     return {"runs": len(v), "min": float(v.min()), "max": float(v.max()), "mean": float(v.mean())}
 
 
-def w11_points(r: Result) -> dict[str, Any]:
+def _w11_points(r: Result) -> dict[str, Any]:
     out: dict[str, Any] = {}
     dev = 0.0
     for lv, ref in W11_POINTS.items():
@@ -217,7 +217,7 @@ def w11_points(r: Result) -> dict[str, Any]:
     return {**out, "worst_rel_dev": float(dev)}
 
 
-def w11_at_013(r: Result) -> Any:
+def _w11_at_013(r: Result) -> Any:
     v = _level(r, 1.3e-1)["abs_w11"]
     raise NotJudged(
         f"measured |w11| {v.min():.3g} to {v.max():.3g} (paper ~1.7); at loss 0.13 W is far "
@@ -226,7 +226,7 @@ def w11_at_013(r: Result) -> Any:
     )
 
 
-def norms_grow(r: Result) -> dict[str, Any]:
+def _norms_grow(r: Result) -> dict[str, Any]:
     s = r.settings
     tr = c2.split_runs(r.arrays("trajectories"))
     out = c2.norms_monotone(tr, _runs(r, optimizer="flow"), s.floor, s.norm_loss_max)
@@ -237,7 +237,7 @@ def norms_grow(r: Result) -> dict[str, Any]:
     return out
 
 
-def gd_depth2(r: Result) -> dict[str, Any]:
+def _gd_depth2(r: Result) -> dict[str, Any]:
     ids = _runs(r, optimizer="gd", depth=2)
     out = _signs(r, ids)
     out["runs_not_flipped"] = out["runs"] - out["runs_sign_changed"]
@@ -248,7 +248,7 @@ def gd_depth2(r: Result) -> dict[str, Any]:
     return {**out, "final_abs_w11_min": final.min(), "final_abs_w11_max": final.max()}
 
 
-def gd_vs_flow(r: Result) -> dict[str, Any]:
+def _gd_vs_flow(r: Result) -> dict[str, Any]:
     ids = _runs(r, optimizer="flow")
     floor = [i for i, x in zip(ids, _signs(r, ids)["loss_at_floor"], strict=True) if x is not None]
     out = c2.gd_flow_agreement(r.rows, exclude=floor, keys=("init_scale", "balanced"))
@@ -257,7 +257,7 @@ def gd_vs_flow(r: Result) -> dict[str, Any]:
     return out
 
 
-def gd_steps(r: Result) -> dict[str, Any]:
+def _gd_steps(r: Result) -> dict[str, Any]:
     x = r.rows
     at = x[np.isclose(x["level"].astype(float).fillna(-1), 1e-4) & x["depth"].isin(list(GD_STEPS))]
     gd = at[at["optimizer"] == "gd"]
@@ -294,7 +294,7 @@ CLAIMS = (
         "From unbalanced init the sign of det is kept only approximately: where it flipped",
         paper=None,
         source="factorflow's own observation (the theorem is exact for balanced init only)",
-        measure=unbalanced_flips,
+        measure=_unbalanced_flips,
         checks=(at_most("flipped", 0),),
     ),
     Claim(
@@ -302,7 +302,7 @@ CLAIMS = (
         "|w11| >= (1 - sqrt(2 l))^2 / sqrt(2 l) at every recorded loss l < 1/2 with det(W) > 0",
         paper=">= 68.7 at l = 1e-4 (a bound derived from the problem, theory.w11_lower_bound)",
         source=f"{SOURCE}, NeurIPS 2020, Sec. 3 (det > 0 forces |w11| to grow as l -> 0)",
-        measure=bound_2x2,
+        measure=_bound_2x2,
         checks=(at_least("min_ratio", 1.0),),
     ),
     Claim(
@@ -310,7 +310,7 @@ CLAIMS = (
         "At loss 1e-4, |w11| is about 70 for depth 3 and 4 (runs with det > 0 there)",
         paper=70.0,
         source=FIG,
-        measure=w11_at_1e4,
+        measure=_w11_at_1e4,
         checks=(within("min", 70.0, READ_OFF), within("max", 70.0, READ_OFF)),
     ),
     Claim(
@@ -318,7 +318,7 @@ CLAIMS = (
         "|w11| at losses 1.3e-2, 1.3e-3, 1.3e-4 is about 6, 19.5, 62 (depth 3 and 4, det > 0)",
         paper={f"{k:g}": v for k, v in W11_POINTS.items()},
         source=FIG,
-        measure=w11_points,
+        measure=_w11_points,
         checks=(at_most("worst_rel_dev", READ_OFF),),
     ),
     Claim(
@@ -326,7 +326,7 @@ CLAIMS = (
         "|w11| at loss 0.13 is about 1.7 (depth 3 and 4, det > 0)",
         paper=1.7,
         source=FIG,
-        measure=w11_at_013,
+        measure=_w11_at_013,
         checks=(within(None, 1.7, READ_OFF),),
     ),
     Claim(
@@ -338,7 +338,7 @@ CLAIMS = (
         "(depth >= 3, det > 0)",
         paper="all norms -> infinity while the rank is lowered",
         source=f"{SOURCE}, NeurIPS 2020, Sec. 4 and Fig. 1",
-        measure=norms_grow,
+        measure=_norms_grow,
         checks=(
             at_most("worst_norm_drop", PAPER.monotone_rtol),
             at_most("max_relative_rise_erank", PAPER.monotone_rtol),
@@ -352,7 +352,7 @@ CLAIMS = (
         "det > 0 run grows about 3x), at |w11| between 0.7 and 7 (+-15 %)",
         paper={"final_abs_w11_range": list(GD_DEPTH2_W11), "det_flipped": True},
         source=f"{SOURCE}, NeurIPS 2020, Fig. 1 (depth 2, GD), read off the figure",
-        measure=gd_depth2,
+        measure=_gd_depth2,
         checks=(
             at_most("runs_not_flipped", 0),
             at_most("max_rel_change_1e-3_to_1e-4", PAPER.level_off_rtol),
@@ -367,7 +367,7 @@ CLAIMS = (
         "sign, flow runs that reached the float64 floor left out)",
         paper=None,
         source="factorflow's own check (GD at a small lr follows the flow)",
-        measure=gd_vs_flow,
+        measure=_gd_vs_flow,
         checks=(at_most("max_rel_diff", PAPER.gd_flow_rtol),),
     ),
     Claim(
@@ -376,7 +376,7 @@ CLAIMS = (
         "loss 1e-4 (judged only where GD ran there; a quarter decade, read off a log axis)",
         paper={f"depth{d}": v for d, v in GD_STEPS.items()},
         source=f"{SOURCE}, NeurIPS 2020, Fig. 1 (iteration colour bar), read off the figure",
-        measure=gd_steps,
+        measure=_gd_steps,
         checks=(
             at_least("min_ratio", 1 / READ_OFF_LOG),
             at_most("max_ratio", READ_OFF_LOG),

@@ -143,12 +143,12 @@ def _eps(r: Result) -> dict[str, float]:
     return dict(zip(r.rows["run_id"], r.rows["eps"], strict=True))
 
 
-def det_kept(r: Result) -> dict[str, Any]:
+def _det_kept(r: Result) -> dict[str, Any]:
     ids = _ids(r, det_sign=-1, balanced=True)
     return c2.det_sign_summary(c2.split_runs(r.arrays("trajectories")), ids, r.settings.floor)
 
 
-def unbalanced(r: Result) -> Any:
+def _unbalanced(r: Result) -> Any:
     an = _an(r, _ids(r, det_sign=-1, balanced=False))
     flips = {k: a["first_flip_loss"] for k, a in an.items() if a["n_flips"]}
     raise NotJudged(f"descriptive: {len(flips)} of {len(an)} unbalanced det(W(0)) < 0 runs "
@@ -163,16 +163,16 @@ def _ratio(r: Result, ids: list[str], bound: Any, value: str, emax: float) -> di
     return c2.bound_ratio(tr, ids, sel, lambda loss, rid: bound(loss, eps[rid]), value)
 
 
-def w11_bound(r: Result) -> dict[str, Any]:
+def _w11_bound(r: Result) -> dict[str, Any]:
     return _ratio(r, list(_eps(r)), theory.perturbed_w11_lower_bound, "abs_w11", 0.5 - 1e-12)
 
 
-def norm_bound(r: Result) -> dict[str, Any]:
+def _norm_bound(r: Result) -> dict[str, Any]:
     out = _ratio(r, _ids(r, det_sign=-1), theory.perturbed_norm_lower_bound, "spectral_norm", 0.25)
     return {**out, "c": theory.perturbed_norm_constant(Z, Z_PRIME)}
 
 
-def eps_w11(r: Result) -> dict[str, Any]:
+def _eps_w11(r: Result) -> dict[str, Any]:
     kept, left = _kept(r)
     x = r.rows[r.rows["run_id"].isin(kept) & (r.rows["eps"] > 0) & r.rows["reached"]]
     lv = r.settings.judge_level
@@ -185,7 +185,7 @@ def eps_w11(r: Result) -> dict[str, Any]:
             "runs": len(at), "excluded_flipped": left}  # fmt: skip
 
 
-def rank_not_norm(r: Result) -> dict[str, Any]:
+def _rank_not_norm(r: Result) -> dict[str, Any]:
     kept, left = _kept(r)
     ids = [i for i in kept if _eps(r)[i] > 0]
     if not ids:
@@ -194,7 +194,7 @@ def rank_not_norm(r: Result) -> dict[str, Any]:
     return {**out, "excluded_flipped": left}
 
 
-def eps0_unbounded(r: Result) -> dict[str, Any]:
+def _eps0_unbounded(r: Result) -> dict[str, Any]:
     kept, left = _kept(r)
     ids = [i for i in kept if _eps(r)[i] == 0]
     if not ids:
@@ -202,7 +202,7 @@ def eps0_unbounded(r: Result) -> dict[str, Any]:
     return {**c2.grows_above(r.rows, ids, "w11_bound_det_neg"), "excluded_flipped": left}
 
 
-def control(r: Result) -> Any:
+def _control(r: Result) -> Any:
     ids = _ids(r, det_sign=1)
     low = r.rows[r.rows["run_id"].isin(ids)].sort_values("loss").groupby("run_id").first()
     med = low[low["eps"] > 0].groupby(["depth", "eps"])["abs_w11_times_eps"].median()
@@ -217,7 +217,7 @@ CLAIMS = (
         "floor, if reached)",
         paper="det keeps its sign under gradient flow (depth >= 2)",
         source=f"{SOURCE}, NeurIPS 2020, Sec. 4 (theorem)",
-        measure=det_kept,
+        measure=_det_kept,
         checks=(at_most("runs_not_kept_until_floor", 0),),
     ),
     Claim(
@@ -225,7 +225,7 @@ CLAIMS = (
         "From unbalanced init with det(W(0)) < 0 the sign is kept only approximately",
         paper=None,
         source="factorflow's own observation (the theorem is exact for balanced init only)",
-        measure=unbalanced,
+        measure=_unbalanced,
         checks=(at_most("flipped", 0),),
     ),
     Claim(
@@ -234,7 +234,7 @@ CLAIMS = (
         "e = sqrt(2 l) < 1/2 (the finite-loss form of |w11| > 1/eps)",
         paper="det < 0 forces |w11| > 1/eps for exact solutions",
         source=f"{SOURCE}, NeurIPS 2020, Sec. 3; the finite-loss form derived in factorflow",
-        measure=w11_bound,
+        measure=_w11_bound,
         checks=(at_least("min_ratio", 1.0),),
     ),
     Claim(
@@ -244,7 +244,7 @@ CLAIMS = (
         "(||W|| the spectral norm, the smallest of the usual norms)",
         paper="||W(t)|| = Omega(min{|z|, |z'|} / (|eps| + sqrt(2 l(t))))",
         source=SLIDES,
-        measure=norm_bound,
+        measure=_norm_bound,
         checks=(at_least("min_ratio", 1.0),),
     ),
     Claim(
@@ -254,7 +254,7 @@ CLAIMS = (
         "{s.judge_level:g}",
         paper="|w11| eps -> 1 as l -> 0",
         source=SLIDES,
-        measure=eps_w11,
+        measure=_eps_w11,
         checks=(at_least("min_at_judge_level", PAPER.eps_w11_min),),
     ),
     Claim(
@@ -264,7 +264,7 @@ CLAIMS = (
         "lowest loss), not to the minimum nuclear norm completion (|w11| = eps, ||W||_* = 2.5)",
         paper="implicit regularization lowers rank, not norms",
         source=f"{SOURCE}, NeurIPS 2020, Sec. 3",
-        measure=rank_not_norm,
+        measure=_rank_not_norm,
         checks=(at_most("runs_failing", 0),),
     ),
     Claim(
@@ -273,7 +273,7 @@ CLAIMS = (
         "above (2 - e)(0.5 - e) / e at each",
         paper="eps = 0: all norms driven to infinity",
         source=SLIDES,
-        measure=eps0_unbounded,
+        measure=_eps0_unbounded,
         checks=(at_most("runs_failing", 0),),
     ),
     Claim(
@@ -281,7 +281,7 @@ CLAIMS = (
         "With det(W(0)) > 0 nothing forces |w11| up (det > 0 solutions exist for w11 > -1/eps)",
         paper=None,
         source="factorflow's own control run",
-        measure=control,
+        measure=_control,
         checks=(at_most("median", 1.0),),
     ),
 )

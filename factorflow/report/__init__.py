@@ -112,6 +112,8 @@ def _holds_label(h: Any) -> str:
 
 
 def load_summaries(out: Path, index: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The ``summary.json`` of every experiment the talk's ``index`` lists as finished ("ok")
+    whose file is there, by experiment id, in the talk's order."""
     found = {}
     for exp_id in index.get("order", []):
         entry = index["experiments"].get(exp_id, {})
