@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import heapq
 import json
+import pickle
 import statistics
 from pathlib import Path
 
@@ -30,6 +31,24 @@ def models_of(config: dict) -> list[tuple[str, str, int]]:
             epochs = config["shapes_epochs" if d == "shapes" else "images_epochs"]
             out += [(f"{d}-l{l}-seed{k}", d, int(epochs)) for l in config["ls"]]
     return out
+
+
+def finished(path: Path) -> str:
+    """A finished model's measured numbers from its cell file (``(arrays, row)``, stored as
+    ``(format, value, seconds)`` or bare), or "" when the file holds something else."""
+    with path.open("rb") as f:
+        stored = pickle.load(f)  # noqa: S301 - the run's own cell store
+    value = stored[1] if isinstance(stored, tuple) and len(stored) == 3 else stored
+    try:
+        row = value[1]
+        probes = ", ".join(f"{n}: {a:.3f}" for n, a in row["probe_acc"].items())
+        return (
+            f" ({row['epochs']:g} epochs in {row['train_s']:.0f} s): test mse "
+            f"{row['test_mse']:.3g}, count above 1e-2 {row['count_above_1e-2']}, erank "
+            f"{row['erank']:.2f}, probe accuracy by labels {{{probes}}}"
+        )
+    except (TypeError, KeyError, IndexError):
+        return ""
 
 
 def time_left(todo: list[tuple[float, bool]], workers: int) -> float:
@@ -80,7 +99,7 @@ def main() -> None:
     todo, unknown = [], []
     for key, data, epochs in models_of(config):
         if (store / f"{key}.pkl").is_file():
-            print(f"{key}: finished")
+            print(f"{key}: finished{finished(store / f'{key}.pkl')}")
             continue
         if key not in done:
             print(f"{key}: not started ({epochs} epochs)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import pickle
 import sys
 from pathlib import Path
 
@@ -50,13 +51,19 @@ def test_report_and_estimate(tmp_path, monkeypatch, capsys):
     store = tmp_path / ".jing2020-irmae.cells"
     store.mkdir()
     (store / "stamp.json").write_text(json.dumps({"config": CONFIG}))
-    (store / "shapes-l0-seed0.pkl").write_bytes(b"finished")
+    row = {"epochs": 10.0, "train_s": 12.0, "test_mse": 0.0123, "count_above_1e-2": 7}
+    row.update(erank=3.25, probe_acc={"10": 0.5, "100": 0.75})
+    with (store / "shapes-l0-seed0.pkl").open("wb") as f:
+        pickle.dump(("factorflow-cell-1", ({}, row), 12.5), f)  # as cells.py stores
     _checkpoint(store / "shapes-l8-seed0-training.partial", [0.0, 10.0, 22.0, 30.0])  # median 10
     _checkpoint(store / "fashion-mnist-l0-seed0-training.partial", [0.0, 100.0])  # median 100
     monkeypatch.setattr(sys, "argv", ["irmae_progress.py", str(tmp_path), "--workers", "2"])
     ip.main()
     out = capsys.readouterr().out
-    assert "shapes-l0-seed0: finished" in out
+    assert (
+        "shapes-l0-seed0: finished (10 epochs in 12 s): test mse 0.0123, count above 1e-2 7, "
+        "erank 3.25, probe accuracy by labels {10: 0.500, 100: 0.750}"
+    ) in out
     assert "shapes-l8-seed0: 3 epochs in 30 s; per epoch median 10.0 s" in out
     assert "fashion-mnist-l8-seed0: not started (4 epochs)" in out
     # fashion l0 3 x 100 s and l8 4 x 100 s on two workers, shapes l8 7 x 10 s after l0: 400 s
