@@ -35,7 +35,9 @@ def models_of(config: dict) -> list[tuple[str, str, int]]:
 
 def finished(path: Path) -> str:
     """A finished model's measured numbers from its cell file (``(arrays, row)``, stored as
-    ``(format, value, seconds)`` or bare), or "" when the file holds something else."""
+    ``(format, value, seconds)`` or bare), or "" when the file holds something else. The row's
+    ``train_s`` counts the training of the attempt that finished the model only (a model resumed
+    across sittings trained longer in all)."""
     with path.open("rb") as f:
         stored = pickle.load(f)  # noqa: S301 - the run's own cell store
     value = stored[1] if isinstance(stored, tuple) and len(stored) == 3 else stored
@@ -43,7 +45,8 @@ def finished(path: Path) -> str:
         row = value[1]
         probes = ", ".join(f"{n}: {a:.3f}" for n, a in row["probe_acc"].items())
         return (
-            f" ({row['epochs']:g} epochs in {row['train_s']:.0f} s): test mse "
+            f" ({row['epochs']:g} epochs; {row['train_s']:.0f} s of training in its last sitting):"
+            f" test mse "
             f"{row['test_mse']:.3g}, count above 1e-2 {row['count_above_1e-2']}, erank "
             f"{row['erank']:.2f}, probe accuracy by labels {{{probes}}}"
         )

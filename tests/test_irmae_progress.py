@@ -61,7 +61,8 @@ def test_report_and_estimate(tmp_path, monkeypatch, capsys):
     ip.main()
     out = capsys.readouterr().out
     assert (
-        "shapes-l0-seed0: finished (10 epochs in 12 s): test mse 0.0123, count above 1e-2 7, "
+        "shapes-l0-seed0: finished (10 epochs; 12 s of training in its last sitting): test mse "
+        "0.0123, count above 1e-2 7, "
         "erank 3.25, probe accuracy by labels {10: 0.500, 100: 0.750}"
     ) in out
     assert "shapes-l8-seed0: 3 epochs in 30 s; per epoch median 10.0 s" in out
