@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import factorflow.natural_rank as nr
-from factorflow.data.images import ImageData, make_variant, to_tensor_indices
+from factorflow.data.images import make_variant, to_tensor_indices
 from factorflow.factorizations.cp_large_order import cp_predict_large_order
 from factorflow.natural_rank import (
     FitBatch,
@@ -79,20 +79,8 @@ def test_label_variance_is_error_of_best_constant() -> None:
 # --------------------------------------------------------------------------- data
 
 
-def _tiny_images(n_train: int = 40, n_test: int = 20, seed: int = 0) -> ImageData:
-    g = torch.Generator().manual_seed(seed)
-    return ImageData(
-        train_images=torch.rand(n_train, 4, 5, generator=g),
-        train_labels=torch.arange(n_train) % 10,
-        test_images=torch.rand(n_test, 4, 5, generator=g),
-        test_labels=torch.arange(n_test) % 10,
-        dataset="synthetic",
-        source="test",
-    )
-
-
-def test_encode_images_matches_to_tensor_indices() -> None:
-    imgs = _tiny_images().train_images
+def test_encode_images_matches_to_tensor_indices(tiny_images) -> None:
+    imgs = tiny_images().train_images
     imgs[0, 0, 0] = 0.5  # a tie goes up
     out = encode_images(imgs, chunk=7)
     assert out.dtype == torch.uint8 and out.shape == (40, 20)
@@ -100,8 +88,8 @@ def test_encode_images_matches_to_tensor_indices() -> None:
 
 
 @pytest.mark.parametrize("variant", ["original", "rand_image", "rand_label"])
-def test_build_variant_equals_make_variant(variant: str) -> None:
-    data = _tiny_images()
+def test_build_variant_equals_make_variant(variant: str, tiny_images) -> None:
+    data = tiny_images()
     g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
     v = build_variant(data, variant, generator=g1, positive_class=3)
     ref = make_variant(data, variant, generator=g2, positive_class=3)
@@ -109,8 +97,8 @@ def test_build_variant_equals_make_variant(variant: str) -> None:
         torch.testing.assert_close(got.to(want.dtype), want)
 
 
-def test_build_variant_bad_inputs() -> None:
-    data = _tiny_images()
+def test_build_variant_bad_inputs(tiny_images) -> None:
+    data = tiny_images()
     with pytest.raises(ValueError, match=r"train split: positive class 11 does not occur"):
         build_variant(data, "original", positive_class=11)
     with pytest.raises(ValueError, match="unknown variant"):
@@ -375,8 +363,8 @@ def test_adam_callback_can_stop_and_clamp_is_checked() -> None:
         nr.AdamConfig(max_value=float("nan"))
 
 
-def test_fit_group_passes_the_clamp() -> None:
-    data = _tiny_images()
+def test_fit_group_passes_the_clamp(tiny_images) -> None:
+    data = tiny_images()
     (group,) = nr.fit_groups(data, ("original",), [0], positive_class=3)
     cfg = {
         "lbfgs": nr.LBFGSConfig(steps=2),

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 import factorflow.natural_rank as nr
-from factorflow.data.images import ImageData
 from factorflow.natural_rank import (
     FitBatch,
     batched_predict,
@@ -22,18 +21,6 @@ from factorflow.natural_rank import (
 )
 
 F64 = torch.float64
-
-
-def _tiny_images(n_train: int = 40, n_test: int = 20, seed: int = 0) -> ImageData:
-    g = torch.Generator().manual_seed(seed)
-    return ImageData(
-        train_images=torch.rand(n_train, 4, 5, generator=g),
-        train_labels=torch.arange(n_train) % 10,
-        test_images=torch.rand(n_test, 4, 5, generator=g),
-        test_labels=torch.arange(n_test) % 10,
-        dataset="synthetic",
-        source="test",
-    )
 
 
 # --------------------------------------------------------------------------- data preparation
@@ -72,8 +59,8 @@ def test_load_dataset_uses_a_given_data_dir_strictly(tmp_path, monkeypatch) -> N
     assert (name, data.n_train) == ("mnist", 20)
 
 
-def test_subset_images_is_seeded_and_says_what_it_did() -> None:
-    data = _tiny_images()
+def test_subset_images_is_seeded_and_says_what_it_did(tiny_images) -> None:
+    data = tiny_images()
     sub, note = nr.subset_images(data, 10, None, seed=4)
     again, _ = nr.subset_images(data, 10, None, seed=4)
     assert sub.n_train == 10 and sub.n_test == data.n_test
@@ -87,8 +74,8 @@ def test_subset_images_is_seeded_and_says_what_it_did() -> None:
     assert same is data and note == "all images"
 
 
-def test_fit_groups_share_the_design_matrix_and_draw_as_build_variant() -> None:
-    data = _tiny_images()
+def test_fit_groups_share_the_design_matrix_and_draw_as_build_variant(tiny_images) -> None:
+    data = tiny_images()
     groups = nr.fit_groups(data, nr.VARIANTS, [0, 1], positive_class=3)
     assert [g.name for g in groups] == ["images", "rand_image_seed0", "rand_image_seed1"]
     images = groups[0]
@@ -106,8 +93,8 @@ def test_fit_groups_share_the_design_matrix_and_draw_as_build_variant() -> None:
     ]
 
 
-def test_fit_group_rows_match_a_fit_alone() -> None:
-    data = _tiny_images()
+def test_fit_group_rows_match_a_fit_alone(tiny_images) -> None:
+    data = tiny_images()
     (group,) = nr.fit_groups(data, ("original", "rand_label"), [0, 1], positive_class=3)
     cfg = {"lbfgs": nr.LBFGSConfig(steps=6), "adam": nr.AdamConfig(), "adam_log": nr.AdamConfig()}
     keys, batch, res = nr.fit_group(group, "lbfgs", (1, 2), [0, 1], dtype=F64, **cfg)
