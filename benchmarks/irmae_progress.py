@@ -16,21 +16,25 @@ from __future__ import annotations
 import argparse
 import heapq
 import json
-import pickle
 import statistics
 from pathlib import Path
 
 import torch
 
+from factorflow.cells import read_cell
+from factorflow.experiments.jing2020_irmae import IRMAESettings, model_cells
+from factorflow.typed import build_dataclass
 
-def models_of(config: dict) -> list[tuple[str, str, int]]:
-    """(cell key, data set, epochs) of every model, in the experiment's order."""
-    out = []
-    for k in range(int(config["seeds"])):
-        for d in ("shapes", config["images"]):
-            epochs = config["shapes_epochs" if d == "shapes" else "images_epochs"]
-            out += [(f"{d}-l{l}-seed{k}", d, int(epochs)) for l in config["ls"]]
-    return out
+
+def models_of(config: dict, workers: int = 1) -> list[tuple[str, str, int]]:
+    """(cell key, data set, epochs) of every model of the run with settings ``config`` (the
+    stamp's), in the order the experiment starts them with ``workers``
+    (:func:`~factorflow.experiments.jing2020_irmae.model_cells`)."""
+    s = build_dataclass(IRMAESettings, config)
+    return [
+        (key, d, s.shapes_epochs if d == "shapes" else s.images_epochs)
+        for key, d, _, _ in model_cells(s, workers)
+    ]
 
 
 def finished(path: Path) -> str:
@@ -38,9 +42,7 @@ def finished(path: Path) -> str:
     ``(format, value, seconds)`` or bare), or "" when the file holds something else. The row's
     ``train_s`` counts the training of the attempt that finished the model only (a model resumed
     across sittings trained longer in all)."""
-    with path.open("rb") as f:
-        stored = pickle.load(f)  # noqa: S301 - the run's own cell store
-    value = stored[1] if isinstance(stored, tuple) and len(stored) == 3 else stored
+    value, _ = read_cell(path)
     try:
         row = value[1]
         probes = ", ".join(f"{n}: {a:.3f}" for n, a in row["probe_acc"].items())
@@ -54,14 +56,12 @@ def finished(path: Path) -> str:
         return ""
 
 
-def time_left(todo: list[tuple[float, bool]], workers: int) -> float:
-    """Wall seconds until every job is done: ``todo`` (seconds, is_shapes) in the experiment's
-    order, image models first when ``workers`` > 1, each worker taking the next job when free."""
-    if workers > 1:
-        todo = sorted(todo, key=lambda j: j[1])  # stable: image models first
+def time_left(todo: list[float], workers: int) -> float:
+    """Wall seconds until every job is done: ``todo`` (seconds each) in the order they start,
+    each of ``workers`` taking the next job when free."""
     free = [0.0] * workers
     end = 0.0
-    for seconds, _ in todo:
+    for seconds in todo:
         start = heapq.heappop(free)
         end = max(end, start + seconds)
         heapq.heappush(free, start + seconds)
@@ -80,7 +80,8 @@ def main() -> None:
     config = json.loads((store / "stamp.json").read_text())["config"]
     done: dict[str, int] = {}
     medians: dict[str, list[float]] = {}
-    for key, data, _ in models_of(config):
+    models = models_of(config, args.workers)
+    for key, data, _ in models:
         f = store / f"{key}-training.partial"
         if (store / f"{key}.pkl").is_file() or not f.is_file():
             continue
@@ -100,7 +101,7 @@ def main() -> None:
             f"{last.get('count_above_1e-2')}, erank {last.get('erank', float('nan')):.2f}"
         )
     todo, unknown = [], []
-    for key, data, epochs in models_of(config):
+    for key, data, epochs in models:
         if (store / f"{key}.pkl").is_file():
             print(f"{key}: finished{finished(store / f'{key}.pkl')}")
             continue
@@ -110,7 +111,7 @@ def main() -> None:
             unknown.append(key)
             continue
         per_epoch = statistics.median(medians[data])
-        todo.append(((epochs - done.get(key, 0)) * per_epoch, data == "shapes"))
+        todo.append((epochs - done.get(key, 0)) * per_epoch)
     if unknown:
         print(f"no estimate: no model of {', '.join(unknown)}'s data set has run an epoch yet")
     elif todo:

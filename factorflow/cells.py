@@ -28,11 +28,20 @@ from typing import Any, TypeVar
 
 from factorflow.results import jsonable, read_json, write_json
 
-__all__ = ["CellStore"]
+__all__ = ["CellStore", "read_cell"]
 
 T = TypeVar("T")
 _STAMP = "stamp.json"
 _FORMAT = "factorflow-cell-1"  # stored as (_FORMAT, value, compute seconds)
+
+
+def read_cell(path: Path) -> tuple[Any, float | None]:
+    """A stored cell's ``(value, compute seconds)`` (None for the first format, stored bare)."""
+    with Path(path).open("rb") as f:
+        stored = pickle.load(f)  # noqa: S301 - our own cache, see the module doc
+    if isinstance(stored, tuple) and len(stored) == 3 and stored[0] == _FORMAT:
+        return stored[1], stored[2]
+    return stored, None
 
 
 class CellStore:
@@ -110,14 +119,13 @@ class CellStore:
         self._seen.add(key)
         if not path.is_file():
             return False, None
-        with path.open("rb") as f:
-            stored = pickle.load(f)  # noqa: S301 - our own cache, see the module doc
+        value, seconds = read_cell(path)
         self.kept += 1
-        if isinstance(stored, tuple) and len(stored) == 3 and stored[0] == _FORMAT:
-            self.kept_seconds += stored[2]
-            return True, stored[1]
-        self.kept_untimed += 1  # a bare value (the first format): its time is unknown
-        return True, stored
+        if seconds is not None:
+            self.kept_seconds += seconds
+        else:
+            self.kept_untimed += 1  # a bare value (the first format): its time is unknown
+        return True, value
 
     def put(self, key: str, value: Any, seconds: float) -> None:
         """Store the value of cell ``key``, computed in ``seconds`` (atomically: a temporary

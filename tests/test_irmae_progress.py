@@ -20,22 +20,19 @@ CONFIG = {"seeds": 1, "ls": [0, 8], "images": "fashion-mnist"}
 CONFIG.update(shapes_epochs=10, images_epochs=4)
 
 
-def test_models_in_the_experiments_order():
-    assert ip.models_of(CONFIG) == [
-        ("shapes-l0-seed0", "shapes", 10),
-        ("shapes-l8-seed0", "shapes", 10),
-        ("fashion-mnist-l0-seed0", "fashion-mnist", 4),
-        ("fashion-mnist-l8-seed0", "fashion-mnist", 4),
-    ]
+def test_models_in_the_order_the_experiment_starts_them():
+    shapes = [("shapes-l0-seed0", "shapes", 10), ("shapes-l8-seed0", "shapes", 10)]
+    images = [("fashion-mnist-l0-seed0", "fashion-mnist", 4)]
+    images += [("fashion-mnist-l8-seed0", "fashion-mnist", 4)]
+    assert ip.models_of(CONFIG) == shapes + images
+    assert ip.models_of(CONFIG, workers=2) == images + shapes  # the longest first
 
 
-def test_time_left_schedules_image_models_first_on_free_workers():
-    jobs = [(10.0, True), (10.0, True), (30.0, False), (5.0, False)]
-    # one worker: in order, all of them
-    assert ip.time_left(jobs, 1) == 55.0
-    # two: images first (30 | 5), then the shapes on the worker free first (5 + 10 + 10)
-    assert ip.time_left(jobs, 2) == 30.0
-    assert ip.time_left([(7.0, True)], 3) == 7.0
+def test_time_left_gives_each_job_to_the_first_free_worker():
+    jobs = [30.0, 5.0, 10.0, 10.0]
+    assert ip.time_left(jobs, 1) == 55.0  # one worker: all of them in turn
+    assert ip.time_left(jobs, 2) == 30.0  # 30 | 5 + 10 + 10
+    assert ip.time_left([7.0], 3) == 7.0
     assert ip.time_left([], 2) == 0.0
 
 

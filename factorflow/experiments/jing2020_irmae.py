@@ -225,19 +225,23 @@ def _one_model(
     }
 
 
+def model_cells(s: IRMAESettings, workers: int = 1) -> list[tuple[str, str, int, int]]:
+    """(cell key, data set, l, seed) of every model in the order the run starts them; with
+    ``workers`` > 1 the image models (2-3x a shape model's cost per step) first."""
+    models = [(f"{d}-l{l}-seed{k}", d, l, k) for k in range(s.seeds)
+              for d in ("shapes", s.images) for l in s.ls]  # fmt: skip
+    return sorted(models, key=lambda m: workers > 1 and m[1] == "shapes")  # stable
+
+
 def run(s: IRMAESettings, ctx: Context) -> list[dict[str, Any]]:
     """One model per (data set, l, seed); seed k draws the data subset and the model's init.
-    The models are cells: with ``--workers N`` N of them train at once, the image models (2-3x
-    the cost of a shape model per step) first."""
+    The models are cells: with ``--workers N`` N of them train at once (:func:`model_cells`)."""
     log = ctx.cell_log  # a worker prints its own progress
-    models = [(d, l, k) for k in range(s.seeds) for d in ("shapes", s.images) for l in s.ls]
     cells = {
-        f"{d}-l{l}-seed{k}": partial(
-            _one_model, s, d, l, k, ctx.device, ctx.scratch(f"{d}-l{l}-seed{k}-training"), log
-        )
-        for d, l, k in models
+        c: partial(_one_model, s, d, l, k, ctx.device, ctx.scratch(f"{c}-training"), log)
+        for c, d, l, k in model_cells(s)
     }
-    keys = sorted(cells, key=lambda c: ctx.workers > 1 and c.startswith("shapes"))  # stable
+    keys = [m[0] for m in model_cells(s, ctx.workers)]
     done = dict(zip(keys, ctx.map_cells([(c, cells[c]) for c in keys]), strict=True))
     _cached_data.cache_clear()  # the images of this process's last model
     rows = []
