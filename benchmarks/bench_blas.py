@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -29,10 +30,9 @@ import numpy as np
 import torch
 
 from factorflow._threads import set_threads
-from factorflow.dynamics import Flow, Schedule, Stop, train
-from factorflow.factorizations.dmf import end_to_end, init_dmf
-from factorflow.objectives import DMFObjective
-from factorflow.problems.matrix import synthetic_completion
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_precond  # noqa: E402  (the cell: bench_precond.run_cell)
 
 OUT = Path(__file__).resolve().parent / "results" / "bench_blas.json"
 
@@ -79,30 +79,12 @@ def products(repeats: int, calls: int) -> list[dict]:
 
 
 def cell(repeats: int) -> dict:
-    problem = synthetic_completion((100, 100), 5, 2000, 0)
-    obj = DMFObjective(problem, "mse")
-    factors, _ = init_dmf((100, 100), 4, init="gaussian", init_scale=1e-6, seeds=[0])
     runs: dict[str, list[dict]] = {"torch": [], "numpy": []}
     for _ in range(repeats):
         for backend in runs:
-            res = train(
-                factors,
-                obj,
-                Flow(method="auto"),
-                Stop(loss_below=1e-6, max_evals=200_000),
-                Schedule(per_decade=2),
-                backend=backend,
-            )
-            top5 = torch.linalg.svdvals(end_to_end(res.params)[0])[:5].tolist()
-            runs[backend].append(
-                {
-                    "wall_s": res.wall_s,
-                    "n_evals": res.n_evals,
-                    "status": res.status[0],
-                    "top5": top5,
-                }
-            )
-            print(f"cell, {backend}: {res.wall_s:.1f} s, {res.n_evals} evals", flush=True)
+            r = bench_precond.run_cell("float32", backend=backend)
+            runs[backend].append({k: r[k] for k in ("wall_s", "n_evals", "status", "top5")})
+            print(f"cell, {backend}: {r['wall_s']:.1f} s, {r['n_evals']} evals", flush=True)
     wall = {k: statistics.median(r["wall_s"] for r in v) for k, v in runs.items()}
     t5 = [runs[k][0]["top5"] for k in runs]
     diff = max(abs(a - b) / abs(a) for a, b in zip(*t5, strict=True))

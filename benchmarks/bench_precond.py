@@ -37,7 +37,9 @@ from factorflow.problems.matrix import synthetic_completion
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def run_cell(precond_dtype: str, rtol: float = 1e-7, atol: float = 1e-10) -> dict:
+def run_cell(
+    precond_dtype: str, rtol: float = 1e-7, atol: float = 1e-10, backend: str = "auto"
+) -> dict:
     problem = synthetic_completion((100, 100), 5, 2000, 0)
     obj = DMFObjective(problem, "mse")
     factors, _ = init_dmf((100, 100), 4, init="gaussian", init_scale=1e-6, seeds=[0])
@@ -47,6 +49,7 @@ def run_cell(precond_dtype: str, rtol: float = 1e-7, atol: float = 1e-10) -> dic
         Flow(method="auto", rtol=rtol, atol=atol, precond_dtype=precond_dtype),
         Stop(loss_below=1e-6, max_evals=200_000),
         Schedule(per_decade=2),
+        backend=backend,
     )
     W = end_to_end(res.params)[0]
     segments = res.info.get("segments", [])
