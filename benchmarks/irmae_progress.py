@@ -40,15 +40,13 @@ def models_of(config: dict, workers: int = 1) -> list[tuple[str, str, int]]:
 def finished(path: Path) -> str:
     """A finished model's measured numbers from its cell file (``(arrays, row)``, stored as
     ``(format, value, seconds)`` or bare), or "" when the file holds something else. The row's
-    ``train_s`` counts the training of the attempt that finished the model only (a model resumed
-    across sittings trained longer in all)."""
+    ``train_s`` is the training of every sitting."""
     value, _ = read_cell(path)
     try:
         row = value[1]
         probes = ", ".join(f"{n}: {a:.3f}" for n, a in row["probe_acc"].items())
         return (
-            f" ({row['epochs']:g} epochs; {row['train_s']:.0f} s of training in its last sitting):"
-            f" test mse "
+            f" ({row['epochs']:g} epochs, {row['train_s']:.0f} s of training): test mse "
             f"{row['test_mse']:.3g}, count above 1e-2 {row['count_above_1e-2']}, erank "
             f"{row['erank']:.2f}, probe accuracy by labels {{{probes}}}"
         )

@@ -66,3 +66,26 @@ def test_presets(scale):
         assert (s.batch_size, s.lr, s.images_epochs, s.images_n_train, s.latent_dim) == (
             32, 1e-4, 100, 60_000, 128,
         )  # fmt: skip
+
+
+def test_a_resumed_models_train_s_counts_every_sitting(tmp_path):
+    """A model finished in an earlier sitting (its checkpoint at the last epoch) and measured
+    again reports the training time of all sittings, not the seconds of the last one."""
+    import dataclasses
+
+    import torch
+
+    from factorflow.experiments.jing2020_irmae import SMOKE, _one_model
+
+    s = dataclasses.replace(SMOKE, shapes_epochs=2)
+    ckpt = tmp_path / "model.partial"
+    _, first = _one_model(s, "shapes", 0, 0, "cpu", ckpt, lambda _: None)
+    state = torch.load(ckpt, weights_only=False)
+    state["elapsed_s"] += 1000.0  # as if the first sitting had taken 1000 s longer
+    torch.save(state, ckpt)
+    _, again = _one_model(s, "shapes", 0, 0, "cpu", ckpt, lambda _: None)
+    assert again["epochs"] == first["epochs"] == 2.0
+    # the checkpoint's seconds (1000 more than the first sitting's) plus this sitting's, ~0
+    assert state["elapsed_s"] <= again["train_s"] < state["elapsed_s"] + 1.0
+    assert first["train_s"] < 1000.0
+    assert again["test_mse"] == first["test_mse"] and again["erank"] == first["erank"]

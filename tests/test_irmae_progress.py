@@ -58,7 +58,7 @@ def test_report_and_estimate(tmp_path, monkeypatch, capsys):
     ip.main()
     out = capsys.readouterr().out
     assert (
-        "shapes-l0-seed0: finished (10 epochs; 12 s of training in its last sitting): test mse "
+        "shapes-l0-seed0: finished (10 epochs, 12 s of training): test mse "
         "0.0123, count above 1e-2 7, "
         "erank 3.25, probe accuracy by labels {10: 0.500, 100: 0.750}"
     ) in out

@@ -83,7 +83,9 @@ def train_autoencoder(
             model is an hour or more on a CPU). The caller removes it when done.
 
     Returns:
-        ``{"epochs": [record, ...], "stopped": "epochs" | "max_time", "elapsed_s": float}``, a
+        ``{"epochs": [record, ...], "stopped": "epochs" | "max_time", "elapsed_s": float}``
+        (``elapsed_s`` and each ``time_s``: wall seconds of training since epoch 0, summed over
+        the attempts a checkpoint joins; an interrupted epoch's lost work is not counted), a
         record being ``{"epoch", "train_loss" (mean over the epoch's batches), "time_s"}`` plus
         ``"spectrum" (list), "erank", "count_above_1e-2", "eval_mse"`` when measured.
     """
