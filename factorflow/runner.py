@@ -8,7 +8,9 @@ written there, and renames the folder into place when everything is written. An 
 finished result is never replaced unless ``overwrite`` (then atomically: the old folder is kept
 until the new one is complete) and is reused as it is with ``resume`` when its settings are the
 same. A failed or interrupted run leaves any earlier result untouched, and keeps the cells it
-finished (:mod:`factorflow.cells`, ``.<name>.cells``): ``resume`` continues from them.
+finished (:mod:`factorflow.cells`, ``.<name>.cells``): ``resume`` continues from them. While
+it runs it holds the folder's lock (:mod:`factorflow.folder_lock`): a second run into the same
+folder stops at once (FolderBusyError) instead of removing this one's partial folder and cells.
 
 ``summary.json``: ``{"experiment", "title", "paper", "scale", "config", "rows", "claims",
 "figures", "arrays", "elapsed_s", "meta"}`` (DESIGN.md, "Contracts"), and ``"cells"`` when a
@@ -33,6 +35,7 @@ import torch
 from factorflow.cell_pool import check_workers
 from factorflow.cells import CellStore
 from factorflow.experiment import Context, Experiment, Result
+from factorflow.folder_lock import hold_folder
 from factorflow.results import check_out_dir, jsonable, read_json, run_metadata, write_json
 from factorflow.typed import build_dataclass, config_to_dict
 
@@ -179,76 +182,81 @@ def run_experiment(
     out = Path(out_dir)
     check_out_dir(out)
     config = config_to_dict(settings)
-    # a folder holding anything but the error note of a failed run is kept unless --overwrite
-    held = sorted(p.name for p in out.iterdir() if p.name != "error.txt") if out.is_dir() else []
-    if held:
-        old = read_json(out / "summary.json") if (out / "summary.json").is_file() else None
-        if resume and old is not None and _same_settings(old, config, scale):
-            log(f"{exp_id}: finished result with the same settings in {out}; kept")
-            return {**old, "kept": True}  # as written, and marked for the caller
-        if resume and old is not None and not overwrite:
-            raise ValueError(
-                f"{out} holds a result of {old.get('experiment')} with other settings; "
-                "use another --out, or --overwrite to replace it"
-            )
-        if not overwrite:
-            what = "a result" if old is not None else f"files that are not a result ({held[:3]})"
-            raise FileExistsError(
-                f"{out} already holds {what}; use --overwrite to replace it"
-                + (" or --resume to keep it" if old is not None else "")
-            )
-    tmp = out.parent / f".{out.name}.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    stamp = {"experiment": exp.id, "scale": scale, "config": config, "device": str(dev)}
-    cells = CellStore.open(
-        out.parent / f".{out.name}.cells", stamp, resume=resume, overwrite=overwrite, log=log
-    )
-    n_threads = threads if threads is not None else torch.get_num_threads()
-    ctx = Context(
-        out_dir=tmp, device=dev, scale=scale, log=log, cells=cells, workers=workers,
-        threads=n_threads,
-    )  # fmt: skip
-    t0 = time.perf_counter()
-    torch.manual_seed(0)  # experiments seed their own generators; this only pins stray draws
-    np.random.seed(0)  # noqa: NPY002
-    try:
-        with _threads(threads):
-            rows = exp.run(settings, ctx)
-        frame = exp.rows_frame(rows)
-        summary: dict[str, Any] = {
-            "experiment": exp.id,
-            "title": exp.title,
-            "paper": exp.paper,
-            "scale": scale,
-            "config": {**config, "device": str(dev)},
-            "rows": _records(frame),
-            "claims": [],
-            "figures": [],
-            "arrays": list(ctx.saved),
-            "elapsed_s": time.perf_counter() - t0,
-            "meta": run_metadata(),
-        }
-        write_json(tmp / "summary.json", summary)
-        result = Result(tmp, summary, frame, settings)
-        summary["claims"] = judge(exp, result)
-        write_json(tmp / "summary.json", summary)
-        summary["figures"] = redraw(tmp, log)
-        summary["elapsed_s"] = time.perf_counter() - t0
-        if cells.kept:  # resumed: this attempt's time, and the kept cells' own
-            summary["cells"] = cells.summary()
-        write_json(tmp / "summary.json", summary)
-        _swap_into_place(tmp, out)
-    except BaseException:
+    with hold_folder(out):  # one writer: a second run into ``out`` stops at once
+        # a folder holding anything but the error note of a failed run is kept unless --overwrite
+        held = (
+            sorted(p.name for p in out.iterdir() if p.name != "error.txt") if out.is_dir() else []
+        )
+        if held:
+            old = read_json(out / "summary.json") if (out / "summary.json").is_file() else None
+            if resume and old is not None and _same_settings(old, config, scale):
+                log(f"{exp_id}: finished result with the same settings in {out}; kept")
+                return {**old, "kept": True}  # as written, and marked for the caller
+            if resume and old is not None and not overwrite:
+                raise ValueError(
+                    f"{out} holds a result of {old.get('experiment')} with other settings; "
+                    "use another --out, or --overwrite to replace it"
+                )
+            if not overwrite:
+                what = (
+                    "a result" if old is not None else f"files that are not a result ({held[:3]})"
+                )
+                raise FileExistsError(
+                    f"{out} already holds {what}; use --overwrite to replace it"
+                    + (" or --resume to keep it" if old is not None else "")
+                )
+        tmp = out.parent / f".{out.name}.partial"
         shutil.rmtree(tmp, ignore_errors=True)
-        if cells.computed or cells.kept:
-            log(
-                f"{exp_id}: stopped; {cells.computed + cells.kept} finished cells kept in "
-                f"{cells.folder}: rerun with --resume to continue from them"
-            )
-        raise
-    cells.remove()
-    return jsonable(summary)  # as written: NaN and missing values are null
+        tmp.mkdir(parents=True)
+        stamp = {"experiment": exp.id, "scale": scale, "config": config, "device": str(dev)}
+        cells = CellStore.open(
+            out.parent / f".{out.name}.cells", stamp, resume=resume, overwrite=overwrite, log=log
+        )
+        n_threads = threads if threads is not None else torch.get_num_threads()
+        ctx = Context(
+            out_dir=tmp, device=dev, scale=scale, log=log, cells=cells, workers=workers,
+            threads=n_threads,
+        )  # fmt: skip
+        t0 = time.perf_counter()
+        torch.manual_seed(0)  # experiments seed their own generators; this only pins stray draws
+        np.random.seed(0)  # noqa: NPY002
+        try:
+            with _threads(threads):
+                rows = exp.run(settings, ctx)
+            frame = exp.rows_frame(rows)
+            summary: dict[str, Any] = {
+                "experiment": exp.id,
+                "title": exp.title,
+                "paper": exp.paper,
+                "scale": scale,
+                "config": {**config, "device": str(dev)},
+                "rows": _records(frame),
+                "claims": [],
+                "figures": [],
+                "arrays": list(ctx.saved),
+                "elapsed_s": time.perf_counter() - t0,
+                "meta": run_metadata(),
+            }
+            write_json(tmp / "summary.json", summary)
+            result = Result(tmp, summary, frame, settings)
+            summary["claims"] = judge(exp, result)
+            write_json(tmp / "summary.json", summary)
+            summary["figures"] = redraw(tmp, log)
+            summary["elapsed_s"] = time.perf_counter() - t0
+            if cells.kept:  # resumed: this attempt's time, and the kept cells' own
+                summary["cells"] = cells.summary()
+            write_json(tmp / "summary.json", summary)
+            _swap_into_place(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if cells.computed or cells.kept:
+                log(
+                    f"{exp_id}: stopped; {cells.computed + cells.kept} finished cells kept in "
+                    f"{cells.folder}: rerun with --resume to continue from them"
+                )
+            raise
+        cells.remove()
+        return jsonable(summary)  # as written: NaN and missing values are null
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:

@@ -21,6 +21,7 @@ from typing import Any
 
 from factorflow._progress import heartbeat, log_to
 from factorflow.cell_pool import check_workers
+from factorflow.folder_lock import hold_folder
 from factorflow.report import claim_counts, load_summaries, totals, write_report
 from factorflow.results import run_metadata, write_json
 from factorflow.talk_schedule import longest_first
@@ -265,7 +266,8 @@ def reproduce_talk(
     A folder that holds an earlier talk is refused unless ``resume`` (finished experiments with
     the same settings are kept, the others run) or ``overwrite`` (each result is replaced
     atomically when its new one is complete). An option applies to the experiments whose
-    settings have that field; one that no experiment of the talk knows is an error."""
+    settings have that field; one that no experiment of the talk knows is an error. A folder
+    that another live talk writes is refused at once (``folder_lock.FolderBusyError``)."""
     from factorflow import experiments
     from factorflow.fit import resolve_device
     from factorflow.runner import SCALES, check_out_dir
@@ -280,109 +282,116 @@ def reproduce_talk(
     check_workers(workers)
     out = Path(out_dir)
     check_out_dir(out)
-    if (out / "talk.json").is_file() and not (resume or overwrite):
-        raise FileExistsError(
-            f"{out} already holds a talk; use --resume to keep its finished experiments or "
-            "--overwrite to replace them"
+    with hold_folder(out):  # one talk at a time in ``out``
+        if (out / "talk.json").is_file() and not (resume or overwrite):
+            raise FileExistsError(
+                f"{out} already holds a talk; use --resume to keep its finished experiments or "
+                "--overwrite to replace them"
+            )
+        per_exp = _split_options(
+            options or {}, [registered[t.id] for t in items if t.id in registered]
         )
-    per_exp = _split_options(options or {}, [registered[t.id] for t in items if t.id in registered])
-    out.mkdir(parents=True, exist_ok=True)
-    index: dict[str, Any] = {
-        "scale": scale,
-        "device": device,
-        "seeds": seeds,
-        "only": list(only) if only else None,
-        "meta": run_metadata(),
-        "order": [t.id for t in items],
-        "experiments": {},
-        "total_s": 0.0,
-    }
-    for t in items:
-        exp = registered.get(t.id)
-        index["experiments"][t.id] = {
-            "part": t.part,
-            "title": exp.title if exp else t.title,
-            "paper": exp.paper if exp else None,
-            "status": "pending" if exp is not None else "not available",
+        out.mkdir(parents=True, exist_ok=True)
+        index: dict[str, Any] = {
+            "scale": scale,
+            "device": device,
+            "seeds": seeds,
+            "only": list(only) if only else None,
+            "meta": run_metadata(),
+            "order": [t.id for t in items],
+            "experiments": {},
+            "total_s": 0.0,
         }
-        if exp is None:
-            index["experiments"][t.id]["error"] = (
-                f"experiment {t.id!r} is not registered in this version of factorflow"
-            )
-    t_start = time.perf_counter()
-
-    def save() -> None:
-        index["total_s"] = time.perf_counter() - t_start
-        write_json(out / "talk.json", index)
-        write_report(out)
-
-    save()
-    n = len(items)
-
-    def available(k: int, t: TalkItem) -> bool:
-        if index["experiments"][t.id]["status"] != "not available":
-            return True
-        if log:
-            log(f"[{k}/{n}] {t.id}: not available (not registered), skipped")
-        return False
-
-    def started(k: int, t: TalkItem) -> Path:
-        entry = index["experiments"][t.id]
-        exp_dir = out / t.id
-        exp_dir.mkdir(parents=True, exist_ok=True)
-        (exp_dir / "error.txt").unlink(missing_ok=True)
-        if log:
-            log(
-                f"[{k}/{n}] {t.id}: {entry['title']} ... running "
-                f"(total elapsed {time.perf_counter() - t_start:.0f} s)"
-            )
-        entry["status"] = "running"
-        return exp_dir
-
-    def finished(k: int, t: TalkItem, outcome: dict[str, Any]) -> None:
-        entry = index["experiments"][t.id]
-        entry.update(outcome)
-        if log and entry["status"] == "failed":
-            log(f"[{k}/{n}] {t.id}: FAILED after {entry['elapsed_s']:.1f} s: {entry['error']}")
-        elif log:
-            counts = entry["claims"]
-            how = f"done in {entry['elapsed_s']:.1f} s"
-            if entry.get("kept"):
-                how = f"kept (its run took {entry['result_elapsed_s']:.1f} s)"
-            log(
-                f"[{k}/{n}] {t.id}: {how}; claims "
-                f"{counts['held']} held, {counts['failed']} failed, "
-                f"{counts['not_judged']} not judged"
-            )
-        save()
-
-    n_available = sum(index["experiments"][t.id]["status"] != "not available" for t in items)
-    jobs = max(1, min(int(jobs), n_available))
-    args = (scale, seeds, device, per_exp, resume, workers)
-    if jobs == 1:
-        for k, t in enumerate(items, 1):
-            if not available(k, t):
-                continue
-            exp_dir = started(k, t)
-            t0 = time.perf_counter()
-            try:
-                with heartbeat(log, heartbeat_s, f"[{k}/{n}] {t.id}: still running", t0, t_start):
-                    outcome = _run_experiment(t.id, exp_dir, *args)
-            except KeyboardInterrupt:
-                index["experiments"][t.id].update(
-                    status="interrupted", elapsed_s=time.perf_counter() - t0
+        for t in items:
+            exp = registered.get(t.id)
+            index["experiments"][t.id] = {
+                "part": t.part,
+                "title": exp.title if exp else t.title,
+                "paper": exp.paper if exp else None,
+                "status": "pending" if exp is not None else "not available",
+            }
+            if exp is None:
+                index["experiments"][t.id]["error"] = (
+                    f"experiment {t.id!r} is not registered in this version of factorflow"
                 )
-                save()
-                raise
-            finished(k, t, outcome)
-    else:
-        todo = [(k, t) for k, t in enumerate(items, 1) if available(k, t)]
-        _run_parallel(todo, jobs, args, started, finished, index, save, log, heartbeat_s, t_start)
-    index["claims"] = totals(index, load_summaries(out, index))["claims"]
-    save()
-    if log:
-        log(
-            f"report: {out / 'report.html'} and {out / 'report.md'} "
-            f"(total {index['total_s']:.0f} s)"
-        )
-    return index
+        t_start = time.perf_counter()
+
+        def save() -> None:
+            index["total_s"] = time.perf_counter() - t_start
+            write_json(out / "talk.json", index)
+            write_report(out)
+
+        save()
+        n = len(items)
+
+        def available(k: int, t: TalkItem) -> bool:
+            if index["experiments"][t.id]["status"] != "not available":
+                return True
+            if log:
+                log(f"[{k}/{n}] {t.id}: not available (not registered), skipped")
+            return False
+
+        def started(k: int, t: TalkItem) -> Path:
+            entry = index["experiments"][t.id]
+            exp_dir = out / t.id
+            exp_dir.mkdir(parents=True, exist_ok=True)
+            (exp_dir / "error.txt").unlink(missing_ok=True)
+            if log:
+                log(
+                    f"[{k}/{n}] {t.id}: {entry['title']} ... running "
+                    f"(total elapsed {time.perf_counter() - t_start:.0f} s)"
+                )
+            entry["status"] = "running"
+            return exp_dir
+
+        def finished(k: int, t: TalkItem, outcome: dict[str, Any]) -> None:
+            entry = index["experiments"][t.id]
+            entry.update(outcome)
+            if log and entry["status"] == "failed":
+                log(f"[{k}/{n}] {t.id}: FAILED after {entry['elapsed_s']:.1f} s: {entry['error']}")
+            elif log:
+                counts = entry["claims"]
+                how = f"done in {entry['elapsed_s']:.1f} s"
+                if entry.get("kept"):
+                    how = f"kept (its run took {entry['result_elapsed_s']:.1f} s)"
+                log(
+                    f"[{k}/{n}] {t.id}: {how}; claims "
+                    f"{counts['held']} held, {counts['failed']} failed, "
+                    f"{counts['not_judged']} not judged"
+                )
+            save()
+
+        n_available = sum(index["experiments"][t.id]["status"] != "not available" for t in items)
+        jobs = max(1, min(int(jobs), n_available))
+        args = (scale, seeds, device, per_exp, resume, workers)
+        if jobs == 1:
+            for k, t in enumerate(items, 1):
+                if not available(k, t):
+                    continue
+                exp_dir = started(k, t)
+                t0 = time.perf_counter()
+                try:
+                    with heartbeat(
+                        log, heartbeat_s, f"[{k}/{n}] {t.id}: still running", t0, t_start
+                    ):
+                        outcome = _run_experiment(t.id, exp_dir, *args)
+                except KeyboardInterrupt:
+                    index["experiments"][t.id].update(
+                        status="interrupted", elapsed_s=time.perf_counter() - t0
+                    )
+                    save()
+                    raise
+                finished(k, t, outcome)
+        else:
+            todo = [(k, t) for k, t in enumerate(items, 1) if available(k, t)]
+            _run_parallel(
+                todo, jobs, args, started, finished, index, save, log, heartbeat_s, t_start
+            )
+        index["claims"] = totals(index, load_summaries(out, index))["claims"]
+        save()
+        if log:
+            log(
+                f"report: {out / 'report.html'} and {out / 'report.md'} "
+                f"(total {index['total_s']:.0f} s)"
+            )
+        return index
