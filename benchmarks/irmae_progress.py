@@ -3,6 +3,7 @@ store's stamp), finished or not; for models in progress the epochs finished and 
 per epoch (from the history their checkpoint holds); and an estimate of the time left.
 
     python benchmarks/irmae_progress.py out/paper [--workers 2]   # reads out/paper/.jing2020-irmae.cells
+        [--plot counts.png]   # each model's count above 1e-2 against epoch
 
 The estimate: each unfinished model's remaining epochs times the median seconds per epoch of
 the models of its data set measured so far, scheduled as the experiment runs them (``--workers``
@@ -54,6 +55,53 @@ def finished(path: Path) -> str:
         return ""
 
 
+def counts_by_epoch(store: Path, key: str) -> list[tuple[float, int]]:
+    """(epoch, count of normalized singular values above 1e-2) of model ``key`` so far: from
+    its finished cell (the row's ``count_by_epoch`` at the arrays' ``epochs``), else from its
+    training checkpoint's history; [] before its first epoch."""
+    if (store / f"{key}.pkl").is_file():
+        (arrays, row), _ = read_cell(store / f"{key}.pkl")
+        return list(zip(arrays["epochs"].tolist(), row["count_by_epoch"], strict=True))
+    f = store / f"{key}-training.partial"
+    if not f.is_file():
+        return []
+    history = torch.load(f, map_location="cpu", weights_only=False)["history"]["epochs"]
+    return [(r["epoch"], r["count_above_1e-2"]) for r in history if "count_above_1e-2" in r]
+
+
+def plot_counts(store: Path, config: dict, path: Path) -> None:
+    """One panel per data set: each model's count above 1e-2 against epoch, one line per l
+    (dotted: still training), the paper's 7 for shapes marked; saved as ``path`` (PNG)."""
+    from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter
+
+    from factorflow.plotting import new_figure, plt
+
+    s = build_dataclass(IRMAESettings, config)
+    datasets = ["shapes", s.images]
+    fig, axes = new_figure(len(datasets), width=4.6)
+    for ax, ds in zip(axes, datasets, strict=True):
+        for key, d, l, _ in model_cells(s):
+            points = counts_by_epoch(store, key) if d == ds else []
+            if points:
+                done = (store / f"{key}.pkl").is_file()
+                x, y = zip(*points, strict=True)
+                label = f"l = {l}" + ("" if done else " (training)")
+                ax.plot(x, y, ls="-" if done else ":", color=f"C{s.ls.index(l)}", label=label)
+        if ds == "shapes":
+            ax.axhline(7, color="k", lw=1, ls="--", label="paper: 7 (l = 8)")
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(FixedLocator([1, 2, 5, 10, 20, 50, 100]))
+        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("normalized singular values above 1e-2")
+        ax.set_title(ds)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
 def time_left(todo: list[float], workers: int) -> float:
     """Wall seconds until every job is done: ``todo`` (seconds each) in the order they start,
     each of ``workers`` taking the next job when free."""
@@ -71,6 +119,7 @@ def main() -> None:
     ap.add_argument("out", type=Path, help="the talk's output folder (or the result's parent)")
     ap.add_argument("--name", default="jing2020-irmae", help="the result folder's name")
     ap.add_argument("--workers", type=int, default=2, help="models trained at once (estimate)")
+    ap.add_argument("--plot", type=Path, help="also draw each model's count against epoch (PNG)")
     args = ap.parse_args()
     store = args.out / f".{args.name}.cells"
     if not (store / "stamp.json").is_file():
@@ -118,6 +167,9 @@ def main() -> None:
             f"estimated time left: {seconds / 3600:.1f} h ({seconds:,.0f} s) with "
             f"{args.workers} worker(s)"
         )
+    if args.plot is not None:
+        plot_counts(store, config, args.plot)
+        print(f"wrote {args.plot}")
 
 
 if __name__ == "__main__":

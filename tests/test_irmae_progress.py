@@ -72,3 +72,24 @@ def test_no_store_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["irmae_progress.py", str(tmp_path)])
     with pytest.raises(SystemExit, match="no IRMAE cell store"):
         ip.main()
+
+
+def test_counts_by_epoch_from_finished_cells_and_checkpoints_and_their_plot(tmp_path, monkeypatch):
+    import numpy as np
+
+    store = tmp_path / ".jing2020-irmae.cells"
+    store.mkdir()
+    (store / "stamp.json").write_text(json.dumps({"config": CONFIG}))
+    arrays = {"epochs": np.array([0.0, 5.0, 10.0])}
+    row = {"epochs": 10.0, "train_s": 1.0, "test_mse": 0.01, "count_above_1e-2": 7}
+    row.update(erank=3.0, probe_acc={"10": 0.5}, count_by_epoch=[40, 9, 7])
+    with (store / "shapes-l8-seed0.pkl").open("wb") as f:
+        pickle.dump(("factorflow-cell-1", (arrays, row), 1.0), f)
+    _checkpoint(store / "shapes-l0-seed0-training.partial", [0.0, 10.0, 22.0])
+    assert ip.counts_by_epoch(store, "shapes-l8-seed0") == [(0.0, 40), (5.0, 9), (10.0, 7)]
+    assert ip.counts_by_epoch(store, "shapes-l0-seed0") == [(2, 3)]  # measured epochs only
+    assert ip.counts_by_epoch(store, "fashion-mnist-l0-seed0") == []  # not started
+    png = tmp_path / "counts.png"
+    monkeypatch.setattr(sys, "argv", ["irmae_progress.py", str(tmp_path), "--plot", str(png)])
+    ip.main()
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
