@@ -16,9 +16,10 @@ test set. The library is ``factorflow.autoencoder``.
 Scales: ``paper`` is the authors' MNIST setting (100 epochs on the 60,000 training images,
 batch 32, Adam lr 1e-4, l in {0, 2, 4, 8}; shapes on 50,000 / 10,000 images): eight models
 of ~2 h (shapes) and ~3.5-3.7 h (Fashion-MNIST) each on an idle CPU core, measured
-(``docs/irmae-notes.md``), so a GPU job (``--device cuda``) or ``--workers N`` models at once. ``quick`` trains far less
-(shapes 6,000 / 1,500 images, 6 epochs; Fashion-MNIST 5,000 / 1,000, 4 epochs; batch 64, lr 1e-3;
-l in {0, 8}); its counts are reported as measured, never tuned toward the paper's.
+(``docs/irmae-notes.md``), so a GPU job (``--device cuda``) or ``--workers N`` models at once.
+``quick`` trains far less (shapes 6,000 / 1,500 images, 6 epochs; Fashion-MNIST 5,000 / 1,000,
+4 epochs; batch 64, lr 1e-3; l in {0, 8}); its counts are reported as measured, never tuned
+toward the paper's.
 """
 
 from __future__ import annotations
