@@ -33,8 +33,9 @@ class FolderBusyError(RuntimeError):
 
 
 def lock_path(folder: str | os.PathLike[str]) -> Path:
-    """The lock file of ``folder``: ``.<name>.lock`` beside it."""
-    folder = Path(folder)
+    """The lock file of ``folder``: ``.<name>.lock`` beside it (the folder's real path, so
+    ``.`` or a link to it name the same lock)."""
+    folder = Path(folder).resolve()
     return folder.parent / f".{folder.name}.lock"
 
 

@@ -81,3 +81,12 @@ def test_the_lock_is_one_holder_at_a_time_and_free_after(tmp_path):
     assert not lock_path(folder).exists()
     with hold_folder(folder):  # free again
         pass
+
+
+def test_a_folder_and_a_link_to_it_share_one_lock(tmp_path, monkeypatch):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "d")
+    monkeypatch.chdir(tmp_path / "d")
+    assert lock_path(".") == lock_path(tmp_path / "link") == tmp_path.resolve() / ".d.lock"
+    with hold_folder(tmp_path / "link"), pytest.raises(FolderBusyError), hold_folder("."):
+        pass
