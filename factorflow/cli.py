@@ -211,8 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True)
     from factorflow.complete import add_parser as add_complete_parser  # the `complete` command
+    from factorflow.status import add_parser as add_status_parser  # the `status` command
 
     add_complete_parser(sub)
+    add_status_parser(sub)
 
     r = sub.add_parser(
         "run", help="fit a deep matrix factorization from a TOML config and/or --set"

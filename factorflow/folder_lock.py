@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -25,7 +26,7 @@ try:
 except ImportError:  # pragma: no cover - not POSIX
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["FolderBusyError", "hold_folder", "lock_path"]
+__all__ = ["FolderBusyError", "hold_folder", "holder", "lock_path"]
 
 
 class FolderBusyError(RuntimeError):
@@ -83,3 +84,24 @@ def hold_folder(folder: str | os.PathLike[str]) -> Iterator[None]:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
         os.close(fd)
+
+
+def holder(folder: str | os.PathLike[str]) -> str | None:
+    """Who writes ``folder`` now, as its lock file names it (``pid N, since T: command``), or
+    None: no lock file, or its process has ended (killed before it could remove the file). For
+    display (``factorflow status``): it reads the file and asks whether the process lives,
+    without touching the lock."""
+    try:
+        text = lock_path(folder).read_text().strip()
+    except FileNotFoundError:
+        return None
+    m = re.match(r"pid (\d+)", text)
+    if m is None:
+        return None
+    try:
+        os.kill(int(m.group(1)), 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # alive, another user's
+        pass
+    return text

@@ -1,0 +1,62 @@
+"""``factorflow status``: running (by whom), finished, or interrupted with its kept cells."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from factorflow.cli import main
+from factorflow.folder_lock import hold_folder, holder, lock_path
+from factorflow.status import folder_states
+
+
+def _layout(root):
+    done = root / "done"
+    done.mkdir(parents=True)
+    claims = [{"holds": True}, {"holds": True}, {"holds": False}, {"holds": None}]
+    (done / "summary.json").write_text(json.dumps({"claims": claims, "elapsed_s": 12.5}))
+    cells = root / ".stopped.cells"
+    cells.mkdir()
+    for name in ("stamp.json", "a.pkl", "b.pkl", "c.partial"):
+        (cells / name).write_text("{}")
+    (root / ".half.partial").mkdir()  # a run killed before its first cell
+
+
+def test_states_of_a_folder(tmp_path):
+    _layout(tmp_path)
+    with hold_folder(tmp_path / "live"):
+        states = {s["name"]: s for s in folder_states(tmp_path)}
+    assert set(states) == {"done", "stopped", "half", "live"}
+    assert states["done"]["state"] == "finished"
+    assert states["done"]["claims"] == {"held": 2, "failed": 1, "not_judged": 1}
+    assert states["stopped"]["state"] == "interrupted"
+    assert (states["stopped"]["cells_finished"], states["stopped"]["cells_in_progress"]) == (2, 1)
+    assert states["half"]["state"] == "interrupted"
+    assert states["live"]["state"] == "running"
+    assert states["live"]["holder"].startswith(f"pid {os.getpid()}, since ")
+    assert folder_states(tmp_path / "done") == [states["done"]]  # one result folder
+
+
+def test_a_lock_file_left_by_a_killed_run_is_not_a_writer(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], text=True,
+                          capture_output=True, check=True).stdout.strip()  # fmt: skip
+    lock_path(tmp_path / "x").write_text(f"pid {dead}, since then: factorflow reproduce ...")
+    assert holder(tmp_path / "x") is None
+    assert folder_states(tmp_path) == [{"name": "x", "state": "interrupted"}]
+
+
+def test_cli_status(tmp_path, capsys):
+    _layout(tmp_path)
+    assert main(["status", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == "done finished claims 2 held, 1 failed, 1 not judged; 12.5 s".split()
+    assert "cells: 2 finished, 1 in progress; the same command with --resume continues" in out[2]
+    assert main(["status", str(tmp_path / "missing")]) == 2
+    assert "no folder" in capsys.readouterr().err
+
+
+def test_an_empty_folder_says_so(tmp_path, capsys):
+    assert main(["status", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.strip() == "no results here"
