@@ -2,7 +2,7 @@
 cells, fits) computed by ``workers`` spawned processes, each value stored the moment it arrives.
 
 Why: at paper scale one experiment can be hours of cells that share nothing (IRMAE's eight
-models: ~27-43 h one after another on one core, ``docs/irmae-notes.md``), while the other cores
+models: ~22 h one after another on an idle core, ``docs/irmae-notes.md``), while the other cores
 of the machine sit idle once the talk's shorter experiments are done. Cells are deterministic
 functions of the settings and their key (:mod:`factorflow.cells`), so where one runs never
 changes its value.
@@ -30,7 +30,7 @@ from typing import Any
 
 from factorflow._threads import set_threads
 
-__all__ = ["check_workers", "map_cells"]
+__all__ = ["check_workers", "map_cells", "watch_parent"]
 
 #: How worker processes start: a fresh interpreter (safe with torch's thread pools and CUDA).
 MP_CONTEXT = "spawn"
@@ -49,9 +49,16 @@ def _watch_parent(parent: int) -> None:
         time.sleep(1.0)
 
 
+def watch_parent(parent: int) -> None:
+    """In a worker process: end it (``os._exit(1)``) within a second of its parent ``parent``
+    (a pid) dying, however the parent died, even by SIGKILL; a worker's own workers then follow
+    it. A process-pool initializer (the talk's experiment processes, the cell workers)."""
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+
+
 def _init_worker(threads: int, parent: int) -> None:
     set_threads(threads)
-    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    watch_parent(parent)
 
 
 def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:

@@ -12,6 +12,7 @@ settings is kept as it is.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from factorflow._progress import heartbeat, log_to
-from factorflow.cell_pool import check_workers
+from factorflow.cell_pool import check_workers, watch_parent
 from factorflow.folder_lock import hold_folder
 from factorflow.report import claim_counts, load_summaries, totals, write_report
 from factorflow.results import run_metadata, write_json
@@ -192,7 +193,9 @@ def _run_parallel(
     running: dict[cf.Future[dict[str, Any]], tuple[int, TalkItem, float]] = {}
     pending = list(order)
     ctx = multiprocessing.get_context(MP_CONTEXT)
-    with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+    with cf.ProcessPoolExecutor(  # each experiment process ends with the talk, however it ends
+        max_workers=jobs, mp_context=ctx, initializer=watch_parent, initargs=(os.getpid(),)
+    ) as pool:
         try:
             while pending or running:
                 while pending and len(running) < jobs:
