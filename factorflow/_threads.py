@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 
@@ -19,3 +21,11 @@ def set_threads(n: int) -> None:
     except ImportError:  # pragma: no cover - a declared dependency
         return
     threadpool_limits(limits=n)
+
+
+def set_threads_from_env() -> None:
+    """The command line's threads: ``FACTORFLOW_THREADS``, default 1. The talk's problems are
+    small (2x2 to 100x100 matrices, 10^4 tensors), and sweeps and the talk get their
+    parallelism from processes (an ADMM solve took 119 s instead of 30 s with two BLAS threads
+    in each of two processes on two cores: :func:`set_threads`)."""
+    set_threads(int(os.environ.get("FACTORFLOW_THREADS", "1")))

@@ -359,30 +359,23 @@ def _talk_jobs(jobs: int | None, device: str) -> int:
     return max(1, min(cores or 1, 8))
 
 
-def _set_threads() -> None:
-    """torch and BLAS threads: FACTORFLOW_THREADS, default 1. The talk's problems are small
-    (2x2 to 100x100 matrices, 10^4 tensors), and sweeps and the talk get their parallelism
-    from processes (an ADMM solve took 119 s instead of 30 s with two BLAS threads in each of
-    two processes on two cores: factorflow._threads)."""
-    import os
-
-    from factorflow._threads import set_threads
-
-    set_threads(int(os.environ.get("FACTORFLOW_THREADS", "1")))
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run a command; its exit status (0 ok, 1 some runs failed, 2 a one-line error, 130
-    interrupted)."""
+    interrupted, 143 terminated by SIGTERM, handled as an interrupt: ``factorflow._signals``)."""
+    from factorflow._signals import Terminated, sigterm_interrupts
+    from factorflow._threads import set_threads_from_env
+
     args = build_parser().parse_args(argv)
-    _set_threads()
+    set_threads_from_env()
     try:
-        return args.func(args)
-    except KeyboardInterrupt:
+        with sigterm_interrupts():
+            return args.func(args)
+    except KeyboardInterrupt as e:
         out = getattr(args, "out", None)
         where = f"; what finished is in {out}" if out else ""
-        print(f"factorflow: interrupted{where}", file=sys.stderr)
-        return 130
+        how = "terminated" if isinstance(e, Terminated) else "interrupted"
+        print(f"factorflow: {how}{where}", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
     except (
         ValueError,
         TypeError,

@@ -59,10 +59,6 @@ TALK: tuple[TalkItem, ...] = tuple(
 TRACEBACK_LINES = 30
 
 
-# ---------------------------------------------------------------------------------------------
-# Running
-
-
 def _select(only: Sequence[str] | None, registered: dict[str, Any]) -> list[TalkItem]:
     if not only:
         return list(TALK)
@@ -83,8 +79,7 @@ def _excerpt(tb: str, n: int = TRACEBACK_LINES) -> str:
     return "\n".join(lines if len(lines) <= n else ["...", *lines[-n:]])
 
 
-#: How worker processes start (``jobs > 1``): "spawn" (a fresh interpreter: safe with torch's
-#: thread pools and with CUDA).
+#: How worker processes start (``jobs > 1``): a fresh interpreter (safe with torch and CUDA).
 MP_CONTEXT = "spawn"
 
 
@@ -184,6 +179,7 @@ def _run_parallel(
     """Run ``todo`` on ``jobs`` spawned worker processes, longest first."""
     import concurrent.futures as cf
     import multiprocessing
+    import signal
 
     import torch
 
@@ -224,7 +220,10 @@ def _run_parallel(
                             "traceback": "",
                         }
                     finished(k, t, outcome)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM to this process only: stop them too
+            for p in list((getattr(pool, "_processes", None) or {}).values()):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p.pid, signal.SIGINT)  # each cleans up, keeps its cells, returns
             for fut, (_k, t, t0) in running.items():
                 fut.cancel()
                 index["experiments"][t.id].update(
