@@ -3,6 +3,7 @@ system's time limit) is handled as Ctrl-C is."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -14,39 +15,53 @@ import psutil
 import pytest
 
 
+def _alive(procs: list[psutil.Process]) -> list[int]:
+    return [p.pid for p in procs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+def _kill_all(proc: subprocess.Popen, procs: list[psutil.Process]) -> None:
+    """Whatever a test's outcome, leave none of its processes running."""
+    with contextlib.suppress(psutil.NoSuchProcess):
+        procs = procs + psutil.Process(proc.pid).children(recursive=True)
+    proc.kill()
+    proc.wait()
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+
+
+def _talk(tmp_path, jobs: int) -> subprocess.Popen:
+    """A quick talk of two experiments (~1-2 min each) on ``jobs`` processes, 2 cell workers."""
+    cmd = [sys.executable, "-m", "factorflow.cli", "reproduce", "talk", "--scale", "quick"]
+    cmd += ["--jobs", str(jobs), "--workers", "2", "--out", str(tmp_path / "talk")]
+    cmd += ["--only", "arora2019-completion,arora2019-dynamics"]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(condition, timeout: float = 60.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline and not condition():
+        time.sleep(0.3)
+    assert condition(), "the talk's experiments did not start"
+
+
 def test_killed_talk_leaves_no_experiment_processes(tmp_path):
     """SIGKILL the talk's main process while two experiments run on their own processes (and
     one of them on cell workers): every process it started ends within seconds, as a sweep's
     workers do, instead of computing on for hours for a talk that can no longer record them."""
-    cmd = [sys.executable, "-m", "factorflow.cli", "reproduce", "talk", "--scale", "quick"]
-    cmd += ["--jobs", "2", "--workers", "2", "--out", str(tmp_path / "talk")]
-    cmd += ["--only", "arora2019-completion,arora2019-dynamics"]  # ~1-2 min each
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 60
-    children: list[psutil.Process] = []
-    while time.time() < deadline and len(children) < 4:  # 2 experiments + 2 cell workers
-        time.sleep(0.5)
+    proc, children, alive = _talk(tmp_path, jobs=2), [], []
+    try:  # 2 experiments + 2 cell workers
+        _wait_for(lambda: len(psutil.Process(proc.pid).children(recursive=True)) >= 4)
         children = psutil.Process(proc.pid).children(recursive=True)
-    assert len(children) >= 4, [c.cmdline()[-3:] for c in children]
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    deadline = time.time() + 15
-    while time.time() < deadline and any(
-        c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children
-    ):
-        time.sleep(0.2)
-    alive = [c.pid for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
-    for pid in alive:  # leave nothing behind whatever the outcome
-        os.kill(pid, signal.SIGKILL)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.time() + 15
+        while time.time() < deadline and _alive(children):
+            time.sleep(0.2)
+        alive = _alive(children)
+    finally:
+        _kill_all(proc, children)
     assert not alive, f"processes left behind after the talk was killed: {alive}"
-
-
-def _talk_running(out, n):
-    """Wait until ``n`` experiments of the talk in ``out`` run (each holds its folder's lock)."""
-    deadline = time.time() + 60
-    while time.time() < deadline and len(list(out.glob(".*.lock"))) < n:
-        time.sleep(0.5)
-    assert len(list(out.glob(".*.lock"))) >= n, "the talk's experiments did not start"
 
 
 @pytest.mark.parametrize("jobs", [pytest.param(1, marks=pytest.mark.slow), 2])
@@ -54,26 +69,20 @@ def test_sigterm_stops_a_talk_as_an_interrupt_does(tmp_path, jobs):
     """SIGTERM to the talk's process alone (as a batch system's time limit sends it): exit 143
     within seconds, the experiments recorded as interrupted, their processes gone."""
     out = tmp_path / "talk"
-    cmd = [sys.executable, "-m", "factorflow.cli", "reproduce", "talk", "--scale", "quick"]
-    cmd += ["--jobs", str(jobs), "--workers", "2", "--out", str(out)]
-    cmd += ["--only", "arora2019-completion,arora2019-dynamics"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _talk_running(out, jobs)
-    time.sleep(2)  # into the experiments' work
-    children = psutil.Process(proc.pid).children(recursive=True)
-    proc.send_signal(signal.SIGTERM)
-    try:
-        assert proc.wait(timeout=60) == 143
+    proc, children = _talk(tmp_path, jobs), []
+    try:  # each running experiment holds its folder's lock
+        _wait_for(lambda: len(list(out.glob(".*.lock"))) >= jobs)
+        time.sleep(2)  # into the experiments' work
+        children = psutil.Process(proc.pid).children(recursive=True)
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=60)
+        alive = _alive(children)
     finally:
-        proc.kill()
-        for c in children:
-            if c.is_running():
-                c.kill()
+        _kill_all(proc, children)
+    assert rc == 143
     assert "factorflow: terminated; what finished is in" in proc.stderr.read()
-    status = {
-        k: e["status"]
-        for k, e in json.loads((out / "talk.json").read_text())["experiments"].items()
-    }
-    assert sorted(status.values()) == sorted(["interrupted"] * jobs + ["pending"] * (2 - jobs))
-    assert not [c.pid for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    index = json.loads((out / "talk.json").read_text())
+    status = sorted(e["status"] for e in index["experiments"].values())
+    assert status == sorted(["interrupted"] * jobs + ["pending"] * (2 - jobs))
+    assert not alive, f"processes left behind: {alive}"
     assert not list(out.glob(".*.partial"))  # each run removed its partial folder
