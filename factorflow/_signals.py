@@ -10,7 +10,7 @@ import contextlib
 import signal
 from collections.abc import Iterator
 
-__all__ = ["Terminated", "sigterm_interrupts"]
+__all__ = ["Terminated", "raise_on_sigterm", "sigterm_interrupts"]
 
 
 class Terminated(KeyboardInterrupt):
@@ -34,3 +34,10 @@ def sigterm_interrupts() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, old)
+
+
+def raise_on_sigterm() -> None:
+    """For the rest of this process, SIGTERM raises :class:`Terminated`: for a worker process
+    that its parent stops by SIGTERM so that its clean-up runs, whatever SIGINT disposition it
+    inherited (a job started in the background of a script ignores SIGINT)."""
+    signal.signal(signal.SIGTERM, _raise)

@@ -20,17 +20,26 @@ Rules, for a user's sake:
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import queue
+import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from factorflow._signals import raise_on_sigterm
 from factorflow._threads import set_threads
 
-__all__ = ["check_workers", "map_cells", "watch_parent"]
+__all__ = [
+    "check_workers",
+    "init_interruptible",
+    "interrupt_processes",
+    "map_cells",
+    "watch_parent",
+]
 
 #: How worker processes start: a fresh interpreter (safe with torch's thread pools and CUDA).
 MP_CONTEXT = "spawn"
@@ -54,6 +63,31 @@ def watch_parent(parent: int) -> None:
     (a pid) dying, however the parent died, even by SIGKILL; a worker's own workers then follow
     it. A process-pool initializer (the talk's experiment processes, the cell workers)."""
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+
+
+def init_interruptible(parent: int) -> None:
+    """Initializer of a pool process that its parent ``parent`` (a pid) may stop: it ends with
+    its parent (:func:`watch_parent`) and takes SIGTERM as Ctrl-C (its task's clean-up runs,
+    then the task fails with KeyboardInterrupt): see :func:`interrupt_processes`."""
+    watch_parent(parent)
+    raise_on_sigterm()
+
+
+def interrupt_processes(
+    processes: Sequence[Any], running: Sequence[Any], grace_s: float = 30.0
+) -> None:
+    """Stop the tasks of pool processes started with :func:`init_interruptible`: SIGTERM each
+    of ``processes`` (``multiprocessing.Process``), wait up to ``grace_s`` seconds for the
+    ``running`` futures (``concurrent.futures``) to end, then kill the processes if any has
+    not. SIGTERM, not SIGINT: a process started in the background of a script ignores SIGINT."""
+    import concurrent.futures as cf
+
+    for p in processes:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p.pid, signal.SIGTERM)
+    if cf.wait(running, timeout=grace_s).not_done:
+        for p in processes:
+            p.kill()
 
 
 def _init_worker(threads: int, parent: int) -> None:

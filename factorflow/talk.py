@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from factorflow._progress import heartbeat, log_to
-from factorflow.cell_pool import check_workers, watch_parent
+from factorflow.cell_pool import check_workers, init_interruptible, interrupt_processes
 from factorflow.folder_lock import hold_folder
 from factorflow.report import claim_counts, load_summaries, totals, write_report
 from factorflow.results import run_metadata, write_json
@@ -179,7 +179,6 @@ def _run_parallel(
     """Run ``todo`` on ``jobs`` spawned worker processes, longest first."""
     import concurrent.futures as cf
     import multiprocessing
-    import signal
 
     import torch
 
@@ -190,7 +189,7 @@ def _run_parallel(
     pending = list(order)
     ctx = multiprocessing.get_context(MP_CONTEXT)
     with cf.ProcessPoolExecutor(  # each experiment process ends with the talk, however it ends
-        max_workers=jobs, mp_context=ctx, initializer=watch_parent, initargs=(os.getpid(),)
+        max_workers=jobs, mp_context=ctx, initializer=init_interruptible, initargs=(os.getpid(),)
     ) as pool:
         try:
             while pending or running:
@@ -221,9 +220,8 @@ def _run_parallel(
                         }
                     finished(k, t, outcome)
         except KeyboardInterrupt:  # Ctrl-C, or SIGTERM to this process only: stop them too
-            for p in list((getattr(pool, "_processes", None) or {}).values()):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(p.pid, signal.SIGINT)  # each cleans up, keeps its cells, returns
+            procs = list((getattr(pool, "_processes", None) or {}).values())
+            interrupt_processes(procs, list(running))  # each cleans up, keeps its cells
             for fut, (_k, t, t0) in running.items():
                 fut.cancel()
                 index["experiments"][t.id].update(

@@ -31,11 +31,15 @@ def _kill_all(proc: subprocess.Popen, procs: list[psutil.Process]) -> None:
 
 
 def _talk(tmp_path, jobs: int) -> subprocess.Popen:
-    """A quick talk of two experiments (~1-2 min each) on ``jobs`` processes, 2 cell workers."""
+    """A quick talk of two experiments (~1-2 min each) on ``jobs`` processes, 2 cell workers,
+    started as a script's background job is: ignoring SIGINT (its processes inherit that)."""
     cmd = [sys.executable, "-m", "factorflow.cli", "reproduce", "talk", "--scale", "quick"]
     cmd += ["--jobs", str(jobs), "--workers", "2", "--out", str(tmp_path / "talk")]
     cmd += ["--only", "arora2019-completion,arora2019-dynamics"]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )  # fmt: skip
 
 
 def _wait_for(condition, timeout: float = 60.0) -> None:
