@@ -181,6 +181,15 @@ class ProcessExecutor(Executor):
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+            # Ctrl-C or SIGTERM: stop the running batches too, not wait for them (a sweep
+            # started in a script's background ignores SIGINT in every process); a killed
+            # batch leaves nothing half-written and runs again when the sweep is rerun
+            for proc in list((getattr(self._pool, "_processes", None) or {}).values()):
+                proc.kill()
+        self.close()
+
 
 class DaskExecutor(Executor):
     """Dask distributed: an existing scheduler, or a LocalCluster of ``workers`` processes."""

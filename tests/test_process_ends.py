@@ -1,5 +1,5 @@
-"""A talk's experiment processes (``--jobs``) end with the talk, however it ends; SIGTERM (a batch
-system's time limit) is handled as Ctrl-C is."""
+"""Worker processes end with their command, however it ends, and SIGTERM (a batch system's time
+limit) is handled as Ctrl-C is: a talk's experiment processes (``--jobs``), a sweep's workers."""
 
 from __future__ import annotations
 
@@ -90,3 +90,46 @@ def test_sigterm_stops_a_talk_as_an_interrupt_does(tmp_path, jobs):
     assert status == sorted(["interrupted"] * jobs + ["pending"] * (2 - jobs))
     assert not alive, f"processes left behind: {alive}"
     assert not list(out.glob(".*.partial"))  # each run removed its partial folder
+
+
+LONG_GRID = """
+[base]
+loss = "mse"
+problem = { shape = [30, 30], rank = 2, n_obs = 300 }
+optimizer = { name = "gd", lr = 0.01 }
+stop = { loss_below = 1e-30, max_steps = 10000000 }
+record = { per_decade = 3, top_k = 3 }
+
+[grid]
+"model.depth" = [2, 3]
+"""
+
+
+def test_sigterm_stops_a_sweep_and_its_workers(tmp_path):
+    """SIGTERM to a 2-worker sweep started in a script's background (SIGINT ignored) while both
+    workers run a batch of millions of steps: exit 143 within seconds, no worker left."""
+    (tmp_path / "grid.toml").write_text(LONG_GRID)
+    cmd = [sys.executable, "-m", "factorflow.cli", "sweep", str(tmp_path / "grid.toml")]
+    cmd += ["--out", str(tmp_path / "out"), "--workers", "2", "--quiet"]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )  # fmt: skip
+    children: list[psutil.Process] = []
+    try:  # both workers busy (the fork server idles)
+        _wait_for(lambda: sum(c.cpu_percent(0.2) > 20 for c in _kids(proc)) >= 2)
+        children = _kids(proc)
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=60)
+        deadline = time.time() + 15
+        while time.time() < deadline and _alive(children):
+            time.sleep(0.2)
+        alive = _alive(children)
+    finally:
+        _kill_all(proc, children)
+    assert rc == 143 and "factorflow: terminated" in proc.stderr.read()
+    assert not alive, f"workers left behind: {alive}"
+
+
+def _kids(proc: subprocess.Popen) -> list[psutil.Process]:
+    return psutil.Process(proc.pid).children(recursive=True)
