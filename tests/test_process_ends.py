@@ -19,6 +19,14 @@ def _alive(procs: list[psutil.Process]) -> list[int]:
     return [p.pid for p in procs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
 
 
+def _left_after(procs: list[psutil.Process], timeout: float) -> list[int]:
+    """The pids of ``procs`` still running after up to ``timeout`` seconds."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and _alive(procs):
+        time.sleep(0.2)
+    return _alive(procs)
+
+
 def _kill_all(proc: subprocess.Popen, procs: list[psutil.Process]) -> None:
     """Whatever a test's outcome, leave none of its processes running."""
     with contextlib.suppress(psutil.NoSuchProcess):
@@ -55,14 +63,11 @@ def test_killed_talk_leaves_no_experiment_processes(tmp_path):
     workers do, instead of computing on for hours for a talk that can no longer record them."""
     proc, children, alive = _talk(tmp_path, jobs=2), [], []
     try:  # 2 experiments + 2 cell workers
-        _wait_for(lambda: len(psutil.Process(proc.pid).children(recursive=True)) >= 4)
-        children = psutil.Process(proc.pid).children(recursive=True)
+        _wait_for(lambda: len(_kids(proc)) >= 4)
+        children = _kids(proc)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-        deadline = time.time() + 15
-        while time.time() < deadline and _alive(children):
-            time.sleep(0.2)
-        alive = _alive(children)
+        alive = _left_after(children, 15.0)
     finally:
         _kill_all(proc, children)
     assert not alive, f"processes left behind after the talk was killed: {alive}"
@@ -77,10 +82,10 @@ def test_sigterm_stops_a_talk_as_an_interrupt_does(tmp_path, jobs):
     try:  # each running experiment holds its folder's lock
         _wait_for(lambda: len(list(out.glob(".*.lock"))) >= jobs)
         time.sleep(2)  # into the experiments' work
-        children = psutil.Process(proc.pid).children(recursive=True)
+        children = _kids(proc)
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(timeout=60)
-        alive = _alive(children)
+        alive = _left_after(children, 15.0)
     finally:
         _kill_all(proc, children)
     assert rc == 143
@@ -121,10 +126,7 @@ def test_sigterm_stops_a_sweep_and_its_workers(tmp_path):
         children = _kids(proc)
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(timeout=60)
-        deadline = time.time() + 15
-        while time.time() < deadline and _alive(children):
-            time.sleep(0.2)
-        alive = _alive(children)
+        alive = _left_after(children, 15.0)
     finally:
         _kill_all(proc, children)
     assert rc == 143 and "factorflow: terminated" in proc.stderr.read()
