@@ -1,8 +1,10 @@
 """SIGTERM handled as Ctrl-C: a batch system's time limit (Slurm sends SIGTERM first) or a plain
 ``kill`` then runs the same clean-up as an interrupt: the talk records the experiment as
 interrupted and writes its report, the runner removes its partial folder and says which cells
-it kept for ``--resume``, worker pools are stopped. Installed by the command line only, in the
-main process (worker processes keep the default: their pools end them with SIGTERM)."""
+it kept for ``--resume``, worker pools are stopped. Installed by the command line in the main
+process (:func:`sigterm_interrupts`) and by a talk's experiment processes, which their talk
+stops with SIGTERM (:func:`raise_on_sigterm`); cell and sweep workers keep the default, as
+their pools end them with SIGTERM or SIGKILL."""
 
 from __future__ import annotations
 
