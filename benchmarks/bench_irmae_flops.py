@@ -21,9 +21,11 @@ it to the core's matrix-product speed (is the 8-model paper run compute-bound?).
    scheduling or kernel tuning on this machine can beat without changing the settings.
 
 Run with the cores otherwise idle (a paper run in the background: pause it). Writes
-``benchmarks/results/bench_irmae_flops.json``.
+``benchmarks/results/bench_irmae_flops.json``. ``--device cuda`` (``benchmarks/gpu.sh``) times the
+steps on the GPU against its own float32 product rate (8192x8192), one model at a time
+(``--cores 1``).
 
-    python benchmarks/bench_irmae_flops.py [--steps 20] [--batch 32] [--cores 2]
+    python benchmarks/bench_irmae_flops.py [--steps 20] [--batch 32] [--cores 2] [--device cpu]
 """
 
 from __future__ import annotations
@@ -87,37 +89,55 @@ def measure_flops_per_image(arch: str, channels: int, l: int) -> int:
     return counter.get_total_flops() // 100
 
 
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
 def step_seconds(
-    arch: str, channels: int, l: int, batch: int, steps: int, channels_last: bool = False
+    arch: str,
+    channels: int,
+    l: int,
+    batch: int,
+    steps: int,
+    channels_last: bool = False,
+    device: str = "cpu",
 ) -> float:
-    """Median wall time of one Adam step (forward, backward, update) after 3 warm-up steps;
-    ``channels_last``: model and images in that memory format (oneDNN's preferred layout)."""
-    model = IRMAE(PAPER_SCALE.latent_dim, l, channels, arch, seed=0)
-    x = _images(channels, batch)
+    """Median wall time of one Adam step (forward, backward, update) after 3 warm-up steps, on
+    ``device`` (timed to the device's completion); ``channels_last``: model and images in that
+    memory format (oneDNN's preferred layout)."""
+    model = IRMAE(PAPER_SCALE.latent_dim, l, channels, arch, seed=0).to(device)
+    x = _images(channels, batch).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=PAPER_SCALE.lr)
     times = []
     for k in range(steps + 3):
+        _sync(device)
         t = time.perf_counter()
         loss = F.mse_loss(model(x), x)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        _sync(device)
         if k >= 3:
             times.append(time.perf_counter() - t)
     return statistics.median(times)
 
 
-def matmul_rate(n: int = 1024, repeats: int = 5) -> float:
-    """Best float32 ``n x n`` matrix-product rate, operations per second (2 n^3 per product)."""
-    a, b = (torch.rand(n, n, generator=torch.Generator().manual_seed(s)) for s in (1, 2))
+def matmul_rate(n: int = 1024, repeats: int = 5, device: str = "cpu") -> float:
+    """Best float32 ``n x n`` matrix-product rate on ``device``, operations per second (2 n^3
+    per product)."""
+    gen = (torch.rand(n, n, generator=torch.Generator().manual_seed(s)) for s in (1, 2))
+    a, b = (m.to(device) for m in gen)
     torch.mm(a, b)
     best = math.inf
     for _ in range(repeats):
+        _sync(device)
         t = time.perf_counter()
         torch.mm(a, b)
+        _sync(device)
         best = min(best, time.perf_counter() - t)
     return 2 * n**3 / best
 
@@ -128,16 +148,19 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=PAPER_SCALE.batch_size)
     p.add_argument("--cores", type=int, default=2)
     p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--device", default="cpu", help="cpu (one thread) or cuda (gpu.sh)")
     a = p.parse_args()
     torch.set_num_threads(1)
-    ceiling = matmul_rate()
-    print(f"float32 1024x1024 products, one thread: {ceiling / 1e9:.1f} GFLOP/s", flush=True)
+    dev = a.device
+    n = 1024 if dev == "cpu" else 8192  # a GPU needs a larger product to reach its rate
+    ceiling = matmul_rate(n, device=dev)
+    print(f"float32 {n}x{n} products on {dev}: {ceiling / 1e9:.1f} GFLOP/s", flush=True)
     rows, model_seconds, model_floor = [], [], []
     for _, name, l, _ in model_cells(PAPER_SCALE, a.cores):  # the run's start order
         arch, channels, n_train, n_test, epochs = DATASETS[name]
         f_step = step_flops(arch, channels, l, a.batch)
         f_measure = measure_flops_per_image(arch, channels, l)
-        s_step = step_seconds(arch, channels, l, a.batch, a.steps)
+        s_step = step_seconds(arch, channels, l, a.batch, a.steps, device=dev)
         steps = epochs * math.ceil(n_train / a.batch)
         total = steps * f_step + (epochs + 1) * n_test * f_measure
         rate = f_step / s_step  # the measurement's forward passes counted at the same rate
@@ -161,7 +184,7 @@ def main() -> None:
     layouts = {}  # the default layout against channels-last, interleaved, twice
     for name, (arch, channels, *_) in DATASETS.items():
         for layout in ("channels_last", "default") * 2:
-            t = step_seconds(arch, channels, 0, a.batch, a.steps, layout == "channels_last")
+            t = step_seconds(arch, channels, 0, a.batch, a.steps, layout == "channels_last", dev)
             layouts.setdefault(f"{name} l=0", {}).setdefault(layout, []).append(round(t, 4))
     print("s per step by memory layout:", layouts, flush=True)
     # one model per core, in the run's order, each core taking the next model when free
@@ -174,7 +197,8 @@ def main() -> None:
             "loadavg_end": [round(v, 2) for v in os.getloadavg()],
         },
         "batch": a.batch,
-        "matmul_gflop_per_s_one_thread": round(ceiling / 1e9, 1),
+        "device": dev,
+        f"matmul_gflop_per_s_{'one_thread' if dev == 'cpu' else 'device'}": round(ceiling / 1e9, 1),
         "rows": rows,
         "s_per_step_by_memory_layout": layouts,
         "paper_run": {

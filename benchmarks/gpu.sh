@@ -7,9 +7,10 @@
 #   on the device:  bash benchmarks/gpu.sh             (device tool: carry [".whl"], timeout 560)
 #
 # Writes into $OUT (the device tool's folder; out/gpu elsewhere): env.txt, tests.txt,
-# tensor_dynamics.txt and irmae.txt (logs with per-part wall times), and the summary.json of each
-# paper-scale part that finished. The device image's python3 has torch; factorflow runs from
-# the working tree (PYTHONPATH), with the carried wheels installed under /tmp/site.
+# tensor_dynamics.txt, irmae.txt and irmae_flops.txt (logs with per-part wall times), the
+# summary.json of each paper-scale part that finished, and bench_irmae_flops_cuda.json. The
+# device image's python3 has torch; factorflow runs from the working tree (PYTHONPATH), with
+# the carried wheels installed under /tmp/site.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/gpu}
@@ -49,8 +50,13 @@ part tensor_dynamics 150 $PY -m factorflow.cli reproduce razin2021-dynamics --sc
 
 # 3. paper-scale IRMAE, one model (Fashion-MNIST, l = 8; 100 epochs): the log has each epoch's
 #    loss, so a run cut at the limit still gives the time per epoch
-part irmae 150 $PY -m factorflow.cli reproduce irmae --scale paper --seeds 1 --device cuda \
+part irmae 120 $PY -m factorflow.cli reproduce irmae --scale paper --seeds 1 --device cuda \
   --option 'ls=[8]' --out "$WORK/irmae"
 [ -f "$WORK/irmae/summary.json" ] && cp "$WORK/irmae/summary.json" "$OUT/irmae.summary.json"
+
+# 4. IRMAE's paper run in operations against the GPU's float32 product rate: the hours the eight
+#    models take on this device, one at a time (CPU figures: docs/irmae-notes.md)
+part irmae_flops 60 $PY benchmarks/bench_irmae_flops.py --device cuda --cores 1 \
+  --out "$OUT/bench_irmae_flops_cuda.json"
 
 tail -n 3 "$OUT"/*.txt
