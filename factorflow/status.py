@@ -103,6 +103,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="where the results under DIR stand: running (by whom), finished, or interrupted "
         "(with the cells kept for --resume)",
     )
-    p.add_argument("dir", help="a talk's or sweep's output folder, or one result folder")
+    p.add_argument(
+        "dir",
+        help="a talk's output folder (the parent of reproduce results), or one result folder; for a sweep: factorflow runs",
+    )
     p.set_defaults(func=lambda args: print(format_states(folder_states(args.dir))) or 0)
     return p
