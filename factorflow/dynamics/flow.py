@@ -103,6 +103,7 @@ def _flow(
     shapes = [tuple(p.shape) for p in params]
     sizes = [p.numel() for p in params]
     st = _Status(B)
+    active = st.active.numpy()  # a view: st.end's updates show (numpy: no per-step torch calls)
     rec = Recorder(probes)
     method = flow.resolve(sum(sizes))
     cache: dict = {}
@@ -115,15 +116,15 @@ def _flow(
     def flat(ts: Sequence[torch.Tensor]) -> np.ndarray:
         return torch.cat([t.reshape(-1) for t in ts]).to(torch.float64).cpu().numpy()
 
-    def losses_at(y: np.ndarray) -> torch.Tensor:
+    def losses_at(y: np.ndarray) -> np.ndarray:
         for key in ("y", "y_seen"):  # the last field evaluation, the last state looked up
             if cache.get(key) is not None and np.array_equal(cache[key], y):
                 return cache["L" if key == "y" else "L_seen"]
         if kernel is not None:
-            L = torch.from_numpy(kernel.value(tiny.split(y, shapes)))
+            L = kernel.value(tiny.split(y, shapes))
         else:
             with torch.no_grad():
-                L = loss_fn(unflat(y)).cpu()
+                L = loss_fn(unflat(y)).cpu().numpy()
         cache["y_seen"], cache["L_seen"] = y.copy(), L
         return L
 
@@ -132,14 +133,14 @@ def _flow(
         n_evals += 1
         if kernel is not None:  # tiny problems: numpy, no torch round trip
             L, grads = kernel(tiny.split(y, shapes))
-            cache["y"], cache["L"] = y.copy(), torch.from_numpy(L)
-            if not bool(st.active.all()):
-                m = st.active.numpy()
+            cache["y"], cache["L"] = y.copy(), L
+            if not active.all():
+                m = active
                 grads = [g * m.reshape(-1, *([1] * (g.ndim - 1))) for g in grads]
             return -np.concatenate([g.reshape(-1) for g in grads])
         L, grads = gradient(loss_fn, unflat(y))
-        cache["y"], cache["L"] = y.copy(), L.cpu()
-        if not bool(st.active.all()):
+        cache["y"], cache["L"] = y.copy(), L.cpu().numpy()
+        if not active.all():
             m = st.active.to(device)
             grads = [g * _rows(m, g).to(g.dtype) for g in grads]
         return -flat(grads)
@@ -151,7 +152,7 @@ def _flow(
         kwargs["first_step"] = flow.first_step
 
     def active_mask() -> torch.Tensor | None:
-        return None if bool(st.active.all()) else st.active.to(device)
+        return None if active.all() else st.active.to(device)
 
     def make_solver(name: str, t0: float, y: np.ndarray):
         if name != "cvode":
@@ -182,14 +183,14 @@ def _flow(
     L0 = losses_at(y0)
     rec.add(0, 0.0, params, L0)
     if stop.loss_below is not None:
-        for b in (L0 <= stop.loss_below).nonzero().flatten().tolist():
+        for b in np.flatnonzero(L0 <= stop.loss_below).tolist():
             st.end(b, "converged", float(L0[b]), 0, 0.0)
             final_y[b] = y0
     next_rec = schedule.next_point(0.0)
     n_steps = 0
     accepted_t = [0.0]
     bar = tqdm(desc=desc, disable=not progress, mininterval=1.0, unit="step")
-    while bool(st.active.any()):
+    while active.any():
         t_old, y_old = solver.t, solver.y.copy()
         L_old = losses_at(y_old)
         msg = None
@@ -199,7 +200,7 @@ def _flow(
             msg = f"integrator error: {e}"
         if solver.status == "failed" or msg is not None or not np.all(np.isfinite(solver.y)):
             # keep the last finite state; decide per run whether it diverged
-            for b in st.active.nonzero().flatten().tolist():
+            for b in np.flatnonzero(active).tolist():
                 st.end(
                     b,
                     "diverged"
@@ -210,7 +211,6 @@ def _flow(
                     t_old,
                 )
                 final_y[b] = y_old
-            st.status = [s if s != "failed" else "failed" for s in st.status]
             rec.add(n_steps, t_old, unflat(y_old), L_old)
             cache["failure"] = str(msg or "non-finite state")
             break
@@ -219,11 +219,11 @@ def _flow(
         accepted_t.append(t_new)
         L_new = losses_at(solver.y)
         sol = None
-        bad = st.active & ~(torch.isfinite(L_new) & (L_new <= stop.diverge_above))
-        for b in bad.nonzero().flatten().tolist():
+        bad = active & ~(np.isfinite(L_new) & (L_new <= stop.diverge_above))
+        for b in np.flatnonzero(bad).tolist() if bad.any() else ():
             st.end(b, "diverged", float(L_old[b]), n_steps - 1, t_old)
             final_y[b] = y_old
-        if bool(bad.any()):  # the diverged runs' last finite state (as the discrete loop keeps)
+        if bad.any():  # the diverged runs' last finite state (as the discrete loop keeps)
             rec.add(n_steps - 1, t_old, unflat(y_old), L_old)
         # record the schedule points inside (t_old, t_new]
         while next_rec <= t_new:
@@ -236,7 +236,8 @@ def _flow(
         # runs crossing the loss threshold: locate the crossing on the dense output
         if stop.loss_below is not None:
             thr = stop.loss_below
-            for b in (st.active & (L_new <= thr)).nonzero().flatten().tolist():
+            crossed = active & (L_new <= thr)
+            for b in np.flatnonzero(crossed).tolist() if crossed.any() else ():
                 sol = sol or solver.dense_output()
 
                 def gap(t: float, b: int = b, sol=sol, thr=thr) -> float:
@@ -263,11 +264,11 @@ def _flow(
         elif stop.max_wall_s is not None and time.perf_counter() - t_start > stop.max_wall_s:
             budget = "max_wall"
         if budget is not None:
-            for b in st.active.nonzero().flatten().tolist():
+            for b in np.flatnonzero(active).tolist():
                 st.end(b, budget, float(L_new[b]), n_steps, t_new)
                 final_y[b] = solver.y.copy()
             rec.add(n_steps, t_new, unflat(solver.y), L_new)
-        if switch_to is not None and bool(st.active.any()) and solver.status == "running":
+        if switch_to is not None and active.any() and solver.status == "running":
             hl = stiff.rk45_stiffness(solver)
             if hl > stiff.RK45_STIFF_HLAMBDA:
                 n_stiff, n_nonstiff = n_stiff + 1, 0
@@ -290,9 +291,9 @@ def _flow(
                 method, switch_to = f"{method}+{switch_to}", None
         if progress:
             bar.update(1)
-            if st.active.any():
+            if active.any():
                 bar.set_postfix(
-                    t=f"{t_new:.3g}", loss=f"{float(L_new[st.active].max()):.3e}", refresh=False
+                    t=f"{t_new:.3g}", loss=f"{float(L_new[active].max()):.3e}", refresh=False
                 )
     bar.close()
     # assemble each run's final state from the flat state it ended at

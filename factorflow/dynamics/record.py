@@ -139,13 +139,19 @@ class Recorder:
             self.rows[k] = []
 
     def add(
-        self, step: float, t: float, params: Sequence[torch.Tensor], loss: torch.Tensor
+        self,
+        step: float,
+        t: float,
+        params: Sequence[torch.Tensor],
+        loss: torch.Tensor | np.ndarray,
     ) -> None:
         if self.times and t == self.times[-1] and step == self.steps[-1]:
             return
         self.steps.append(step)
         self.times.append(t)
-        self.rows["loss"].append(loss.detach().cpu().numpy().copy())
+        if isinstance(loss, torch.Tensor):
+            loss = loss.detach().cpu().numpy()
+        self.rows["loss"].append(np.array(loss, copy=True))
         with torch.no_grad():
             for k, fn in self.probes.items():
                 self.rows[k].append(fn(params).detach().cpu().numpy().copy())
