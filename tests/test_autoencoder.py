@@ -214,3 +214,28 @@ def test_training_resumes_from_its_checkpoint_to_the_same_model(shapes, tmp_path
     ]
     for a, b in zip(m.state_dict().values(), whole_model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(("arch", "channels", "l"), [("mnist", 1, 0), ("shapes", 3, 2)])
+def test_model_round_trips_through_an_npz_file(tmp_path, arch, channels, l):
+    """A trained model written as arrays (as the experiment keeps it) and read back is the same
+    function, with the same configuration; broken arrays are refused by name."""
+    import numpy as np
+
+    from factorflow.results import read_npz
+
+    m = IRMAE(16, l, channels=channels, arch=arch, seed=0)
+    with torch.no_grad():  # not the init a fresh IRMAE(seed=0) would draw
+        for p in m.parameters():
+            p.add_(0.01)
+    np.savez_compressed(tmp_path / "m.npz", **m.to_arrays())
+    back = IRMAE.from_arrays(read_npz(tmp_path / "m.npz"))
+    assert (back.latent_dim, back.n_linear, back.channels, back.arch) == (16, l, channels, arch)
+    x = torch.rand(4, channels, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(back(x), m(x))
+    arrays = m.to_arrays()
+    with pytest.raises(ValueError, match="config.arch"):
+        IRMAE.from_arrays({k: v for k, v in arrays.items() if k != "config.arch"})
+    with pytest.raises(ValueError, match="do not fit"):
+        IRMAE.from_arrays({k: v for k, v in arrays.items() if k != "encoder.0.weight"})

@@ -89,3 +89,20 @@ def test_a_resumed_models_train_s_counts_every_sitting(tmp_path):
     assert state["elapsed_s"] <= again["train_s"] < state["elapsed_s"] + 1.0
     assert first["train_s"] < 1000.0
     assert again["test_mse"] == first["test_mse"] and again["erank"] == first["erank"]
+
+
+def test_each_trained_model_is_kept_in_the_result(tmp_path):
+    """The result holds every trained model (``<arrays>_model.npz``); the model read back gives
+    the row's test MSE on the run's own test images."""
+    from factorflow.autoencoder import IRMAE, reconstruction_mse
+    from factorflow.experiments.jing2020_irmae import SMOKE, _data
+    from factorflow.runner import load_result, run_experiment
+
+    run_experiment("jing2020-irmae", tmp_path / "r", scale="smoke", options={"ls": [0, 2]})
+    r = load_result(tmp_path / "r")
+    assert len(r.rows) == 4
+    for row in r.rows.itertuples():
+        model = IRMAE.from_arrays(r.arrays(f"{row.arrays}_model"))
+        assert (model.n_linear, model.latent_dim) == (row.l, SMOKE.latent_dim)
+        x_te = _data(SMOKE, row.dataset, row.seed)[2]
+        assert reconstruction_mse(model, x_te) == pytest.approx(row.test_mse, rel=1e-6)

@@ -19,6 +19,9 @@ clamped to [0, 1] before they are shown or scored.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -27,6 +30,7 @@ from factorflow.nn import DeepLinear
 __all__ = ["ARCHS", "IRMAE", "check_images"]
 
 ARCHS = ("mnist", "shapes")
+_CONFIG = ("config.latent_dim", "config.n_linear", "config.channels", "config.arch")
 
 
 def _conv_encoder(channels: int, latent_dim: int, arch: str) -> nn.Sequential:
@@ -147,6 +151,30 @@ class IRMAE(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Reconstruction ``dec(W_l ... W_1 enc(x))``, same shape as ``x``."""
         return self.decoder(self.encode(x))
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The model as plain arrays, for an ``.npz`` file: every entry of ``state_dict()`` (on
+        the CPU) and its configuration under ``config.latent_dim``, ``config.n_linear``,
+        ``config.channels`` and ``config.arch``. :meth:`from_arrays` rebuilds it."""
+        out = {k: v.detach().cpu().numpy() for k, v in self.state_dict().items()}
+        for name in ("latent_dim", "n_linear", "channels", "arch"):
+            out[f"config.{name}"] = np.asarray(getattr(self, name))
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> IRMAE:
+        """The model that :meth:`to_arrays` wrote (the arrays as ``np.load`` returns them, e.g.
+        ``load_result(dir).arrays(name)``); a ValueError names missing or unexpected entries."""
+        missing = [k for k in _CONFIG if k not in arrays]
+        if missing:
+            raise ValueError(f"not an IRMAE model's arrays: no {missing}")
+        model = cls(*(int(arrays[k]) for k in _CONFIG[:3]), arch=str(arrays[_CONFIG[3]]))
+        state = {k: torch.from_numpy(np.asarray(v)) for k, v in arrays.items() if k not in _CONFIG}
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as e:  # missing or unexpected keys, wrong shapes
+            raise ValueError(f"arrays do not fit the IRMAE they describe: {e}") from None
+        return model
 
     def latent_map(self) -> Tensor | None:
         """The end-to-end ``W_l ... W_1`` (n, n), or None for l = 0."""

@@ -193,7 +193,6 @@ def _one_model(
     samples = generate(model, codes_tr, s.n_generated, seed=seed)
     big = probes[str(max(s.probe_labels))]
     path = interpolate(model, codes_te[0], codes_te[1], steps=8)
-    name = f"{dataset}_l{l}_s{seed}"
     arrays = {
         "epochs": np.array([r["epoch"] for r in recs], dtype=np.float64),
         "spectra": np.array([r["spectrum"] for r in recs], dtype=np.float64),
@@ -201,6 +200,7 @@ def _one_model(
         "samples": samples[:64].numpy(),
         "interpolation": path.numpy(),
         "test_images": x_te[:2].numpy(),
+        "model": model.to_arrays(),  # saved apart by run()
     }
     return arrays, {
         "dataset": dataset,
@@ -218,7 +218,7 @@ def _one_model(
         "gen_nn_mse": float(nearest_neighbour_mse(samples, x_te).mean()),
         "test_nn_mse": float(nearest_neighbour_mse(x_te[:200], x_tr).mean()),
         "train_s": hist["elapsed_s"],  # every sitting's training, when resumed
-        "arrays": name,
+        "arrays": f"{dataset}_l{l}_s{seed}",
         "source": source,
     }
 
@@ -232,8 +232,9 @@ def model_cells(s: IRMAESettings, workers: int = 1) -> list[tuple[str, str, int,
 
 
 def run(s: IRMAESettings, ctx: Context) -> list[dict[str, Any]]:
-    """One model per (data set, l, seed); seed k draws the data subset and the model's init.
-    The models are cells: with ``--workers N`` N of them train at once (:func:`model_cells`)."""
+    """One model per (data set, l, seed), seed k drawing the data subset and the init; models
+    are cells (``--workers N`` trains N at once: :func:`model_cells`); each trained model is
+    kept as ``<arrays>_model.npz`` (``IRMAE.from_arrays(load_result(dir).arrays(name))``)."""
     log = ctx.cell_log  # a worker prints its own progress
     cells = {
         c: partial(_one_model, s, d, l, k, ctx.device, ctx.scratch(f"{c}-training"), log)
@@ -244,6 +245,7 @@ def run(s: IRMAESettings, ctx: Context) -> list[dict[str, Any]]:
     _cached_data.cache_clear()  # the images of this process's last model
     rows = []
     for arrays, row in (done[c] for c in cells):  # in the talk's order
+        ctx.save_arrays(f"{row['arrays']}_model", **arrays.pop("model"))  # IRMAE.from_arrays
         ctx.save_arrays(row["arrays"], **arrays)
         rows.append(row)
     return rows
