@@ -9,9 +9,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
-__all__ = ["heartbeat", "log_to"]
+__all__ = ["heartbeat", "log_to", "logging_into"]
 
 
 @contextlib.contextmanager
@@ -53,3 +54,17 @@ def log_to(file: Any) -> Iterator[None]:
         for fd, old in zip((1, 2), saved, strict=True):
             os.dup2(old, fd)
             os.close(old)
+
+
+@contextlib.contextmanager
+def logging_into(path: Path, append: bool = False) -> Iterator[None]:
+    """While the block runs, everything this process prints (``sys.stdout``, ``sys.stderr``
+    and file descriptors 1 and 2, so the processes it starts too) goes to ``path``, line by
+    line. ``append``: add to the file after a line with the time (one log over the sittings of
+    a resumed run) instead of starting it afresh."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a" if append else "w", buffering=1) as f:
+        if append:
+            f.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}: resumed\n")
+        with contextlib.redirect_stdout(f), contextlib.redirect_stderr(f), log_to(f):
+            yield

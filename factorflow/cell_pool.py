@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from factorflow._signals import raise_on_sigterm
+from factorflow._signals import idle_on_sigterm
 from factorflow._threads import set_threads
 
 __all__ = [
@@ -67,10 +67,12 @@ def watch_parent(parent: int) -> None:
 
 def init_interruptible(parent: int) -> None:
     """Initializer of a pool process that its parent ``parent`` (a pid) may stop: it ends with
-    its parent (:func:`watch_parent`) and takes SIGTERM as Ctrl-C (its task's clean-up runs,
-    then the task fails with KeyboardInterrupt): see :func:`interrupt_processes`."""
+    its parent (:func:`watch_parent`); its tasks, run inside ``_signals.sigterm_interrupts()``,
+    take SIGTERM as Ctrl-C (the task's clean-up runs, then it fails with KeyboardInterrupt),
+    and while idle it ignores SIGTERM (``_signals.idle_on_sigterm``): see
+    :func:`interrupt_processes`."""
     watch_parent(parent)
-    raise_on_sigterm()
+    idle_on_sigterm()
 
 
 def interrupt_processes(

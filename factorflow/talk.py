@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from factorflow._progress import heartbeat, log_to
+from factorflow._progress import heartbeat, logging_into
 from factorflow.cell_pool import check_workers, init_interruptible, interrupt_processes
 from factorflow.folder_lock import hold_folder
 from factorflow.report import claim_counts, load_summaries, totals, write_report
@@ -111,7 +111,7 @@ def _run_experiment(
     """Run one experiment; return the index entry's update (status, elapsed_s, claims or the
     error and a traceback excerpt). A failure is written to ``exp_dir/error.txt``. With
     ``threads`` (a worker process) torch's thread count is set and the printed progress goes to
-    ``DIR/logs/<id>.txt``."""
+    ``DIR/logs/<id>.txt`` (added to it with ``resume``)."""
     import sys
 
     from factorflow.runner import run_experiment
@@ -119,16 +119,13 @@ def _run_experiment(
     t0 = time.perf_counter()
     redirect: Any = contextlib.nullcontext()
     if threads is not None:
+        from factorflow._signals import sigterm_interrupts
         from factorflow._threads import set_threads
 
         set_threads(threads)
-        (exp_dir.parent / "logs").mkdir(exist_ok=True)
-        log_file = open(exp_dir.parent / "logs" / f"{exp_id}.txt", "w", buffering=1)  # noqa: SIM115
         redirect = contextlib.ExitStack()
-        redirect.enter_context(log_file)
-        redirect.enter_context(contextlib.redirect_stdout(log_file))
-        redirect.enter_context(contextlib.redirect_stderr(log_file))
-        redirect.enter_context(log_to(log_file))  # and the cells' worker processes
+        redirect.enter_context(sigterm_interrupts())  # an interrupt only while it runs
+        redirect.enter_context(logging_into(exp_dir.parent / "logs" / f"{exp_id}.txt", resume))
     with redirect:
         try:
             summary = run_experiment(

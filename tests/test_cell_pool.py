@@ -10,7 +10,7 @@ from functools import partial
 
 import pytest
 
-from factorflow._progress import log_to
+from factorflow._progress import log_to, logging_into
 from factorflow.cell_pool import map_cells
 from factorflow.cells import CellStore
 from factorflow.runner import run_experiment
@@ -142,3 +142,16 @@ def test_log_to_sends_child_processes_output_to_the_file(tmp_path):
         [sys.executable, "-c", "print('after')"], check=True, capture_output=True, text=True
     )
     assert out.stdout == "after\n"  # the descriptors were restored
+
+
+def test_a_resumed_experiments_log_is_added_to(tmp_path):
+    """A talk's experiment log (``logging_into``) starts afresh, but a resumed sitting adds to
+    it after a dated line, so the earlier sittings' progress is kept."""
+    path = tmp_path / "logs" / "exp.txt"
+    for text, append in (("stale", False), ("first", False), ("second", True)):
+        with logging_into(path, append):
+            print(text)
+            subprocess.run([sys.executable, "-c", f"print('{text} child')"], check=True)
+    lines = path.read_text().splitlines()
+    assert lines[:2] == ["first", "first child"] and lines[3:] == ["second", "second child"]
+    assert lines[2].startswith("--- ") and lines[2].endswith(": resumed")

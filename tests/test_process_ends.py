@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -102,6 +103,47 @@ def test_sigterm_stops_a_talk_as_an_interrupt_does(tmp_path, jobs):
     assert status == sorted(["interrupted"] * jobs + ["pending"] * (2 - jobs))
     assert not alive, f"processes left behind: {alive}"
     assert not list(out.glob(".*.partial"))  # each run removed its partial folder
+
+
+def test_sigterm_leaves_an_idle_experiment_process_quiet(tmp_path):
+    """SIGTERM while one experiment process runs and the other, its experiment done, waits:
+    the idle one has nothing to clean up and stays quiet (it printed a traceback from the pool's
+    queue read), the running one is interrupted, and the talk's log holds no traceback."""
+    out = tmp_path / "talk"
+    args = ["reproduce", "talk", "--scale", "quick", "--jobs", "2", "--out", str(out)]
+    proc = _background(args + ["--only", "razin2020-perturbed,arora2019-completion"])
+
+    def one_done_one_running() -> bool:
+        with contextlib.suppress(OSError, ValueError):
+            status = json.loads((out / "talk.json").read_text())["experiments"]
+            return status["razin2020-perturbed"]["status"] == "ok" and any(out.glob(".*.lock"))
+        return False
+
+    rc, alive = _signal_when(proc, one_done_one_running, signal.SIGTERM, settle_s=1.0)
+    err = proc.stderr.read()
+    assert rc == 143 and "factorflow: terminated" in err
+    assert "Traceback" not in err, err
+    index = json.loads((out / "talk.json").read_text())["experiments"]
+    assert index["arora2019-completion"]["status"] == "interrupted"
+    assert not alive, f"processes left behind: {alive}"
+
+
+def test_only_the_first_sigterm_interrupts():
+    """A second SIGTERM (a batch system or a talk signalling again) does not break off the
+    clean-up that the first one started; the handler before the block is back after it."""
+    from factorflow._signals import Terminated, sigterm_interrupts
+
+    before = signal.getsignal(signal.SIGTERM)
+    cleaned = False
+    with sigterm_interrupts():
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises first
+        except Terminated:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.1)
+            cleaned = True
+    assert cleaned and signal.getsignal(signal.SIGTERM) is before
 
 
 LONG_GRID = """
