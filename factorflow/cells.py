@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 from factorflow.results import jsonable, read_json, write_json
 
-__all__ = ["CellStore", "read_cell"]
+__all__ = ["CellStore", "count_cells", "read_cell"]
 
 T = TypeVar("T")
 _STAMP = "stamp.json"
@@ -42,6 +42,19 @@ def read_cell(path: Path) -> tuple[Any, float | None]:
     if isinstance(stored, tuple) and len(stored) == 3 and stored[0] == _FORMAT:
         return stored[1], stored[2]
     return stored, None
+
+
+def count_cells(folder: Path) -> tuple[int, int]:
+    """(finished, in progress) cells of a store folder: ``<key>.pkl`` files, and scratch files
+    (``<key>.partial`` or ``<key>-<name>.partial``, :meth:`CellStore.scratch`) of cells not
+    finished; a finished cell's scratch file is kept with the store but is not in progress."""
+    done = [p.stem for p in Path(folder).glob("*.pkl")]
+    running = {
+        p.stem
+        for p in Path(folder).glob("*.partial")
+        if not any(p.stem == k or p.stem.startswith(f"{k}-") for k in done)
+    }
+    return len(done), len(running)
 
 
 class CellStore:
@@ -73,8 +86,8 @@ class CellStore:
         store = cls(folder, stamp)
         if store.folder.exists():
             old = store.folder / _STAMP
-            done = len(list(store.folder.glob("*.pkl")))
-            n = done + len(list(store.folder.glob("*.partial")))  # with cells in progress
+            done, running = count_cells(store.folder)
+            n = done + running
             same = old.is_file() and read_json(old) == store.stamp
             if resume and same:
                 partial = f" and {n - done} in progress" if n > done else ""
@@ -145,8 +158,9 @@ class CellStore:
         return out
 
     def scratch(self, key: str) -> Path:
-        """A file for the partial state of cell ``key`` while it runs (a training checkpoint,
-        say): kept with the store across attempts, removed with it."""
+        """A file for the partial state of a cell while it runs (a training checkpoint, say):
+        kept with the store across attempts, removed with it. ``key``: the cell's key, or the
+        cell's key, ``-`` and a name (so :func:`count_cells` knows whose state it is)."""
         return self._path(key).with_suffix(".partial")
 
     def remove(self) -> None:

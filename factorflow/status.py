@@ -20,6 +20,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from factorflow.cells import count_cells
 from factorflow.folder_lock import holder
 from factorflow.results import read_json
 
@@ -32,8 +33,7 @@ def _state(root: Path, name: str) -> dict[str, Any]:
     out: dict[str, Any] = {"name": name}
     cells = root / f".{name}.cells"
     if cells.is_dir():
-        out["cells_finished"] = len(list(cells.glob("*.pkl")))
-        out["cells_in_progress"] = len(list(cells.glob("*.partial")))
+        out["cells_finished"], out["cells_in_progress"] = count_cells(cells)
     who = holder(root / name)
     summary = root / name / "summary.json"
     if who is not None:

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+from factorflow.cells import count_cells
 from factorflow.cli import main
 from factorflow.folder_lock import hold_folder, holder, lock_path
 from factorflow.status import folder_states
@@ -19,7 +20,8 @@ def _layout(root):
     (done / "summary.json").write_text(json.dumps({"claims": claims, "elapsed_s": 12.5}))
     cells = root / ".stopped.cells"
     cells.mkdir()
-    for name in ("stamp.json", "a.pkl", "b.pkl", "c.partial"):
+    # a and b finished (a's training state kept with the store), c in progress
+    for name in ("stamp.json", "a.pkl", "b.pkl", "c.partial", "a-training.partial"):
         (cells / name).write_text("{}")
     (root / ".half.partial").mkdir()  # a run killed before its first cell
 
@@ -33,6 +35,8 @@ def test_states_of_a_folder(tmp_path):
     assert states["done"]["claims"] == {"held": 2, "failed": 1, "not_judged": 1}
     assert states["stopped"]["state"] == "interrupted"
     assert (states["stopped"]["cells_finished"], states["stopped"]["cells_in_progress"]) == (2, 1)
+    (tmp_path / ".stopped.cells" / "ab-training.partial").write_text("{}")  # not a's: ab's
+    assert count_cells(tmp_path / ".stopped.cells") == (2, 2)
     assert states["half"]["state"] == "interrupted"
     assert states["live"]["state"] == "running"
     assert states["live"]["holder"].startswith(f"pid {os.getpid()}, since ")
