@@ -231,6 +231,24 @@ def test_flow_located_crossing(small):
         assert (tr.values["loss"][:-1] > 1e-3).all()
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_flow_in_lower_precision(small, dtype):
+    """The flow's state is float64 for the integrator, its field and losses in the parameters'
+    precision: float32 crosses the threshold as float64 does; bfloat16, which numpy lacks, runs
+    (its losses recorded as float32; with rtol 1e-7 its noisy field barely moves it)."""
+    obj, fs = small
+    low = DMFObjective(obj.problem.to(dtype), "mse")
+    res = train([f.to(dtype) for f in fs], low, Flow(), Stop(loss_below=1e-2, max_steps=400))
+    assert res.params[0].dtype == dtype
+    assert np.isfinite(res.trajectory.values["loss"]).all()
+    if dtype == torch.float32:
+        assert res.status == ["converged"] * 3
+        np.testing.assert_allclose(res.final_loss, 1e-2, rtol=1e-5)
+    else:
+        assert res.trajectory.values["loss"].dtype == np.float32
+        assert res.status == ["max_steps"] * 3
+
+
 def test_flow_records_exactly_at_points(small):
     obj, fs = small
     points = (0.5, 2.0, 7.25)
