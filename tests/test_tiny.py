@@ -146,6 +146,20 @@ def test_backend_numpy_says_why_it_does_not_apply():
         train(fs, obj, GD(1e-2), Stop(max_steps=3), backend="jax")
 
 
+def test_bfloat16_takes_the_torch_path():
+    """numpy has no bfloat16: GD on bfloat16 parameters steps aside from the fast path (and
+    backend="numpy" says why), and its losses and probes are recorded as float32."""
+    bf = torch.bfloat16
+    obj = DMFObjective(synthetic_completion((6, 5), 2, 18, seed=1).to(bf), "mse")
+    fs = [f.to(bf) for f in _factors([0.5])]
+    with pytest.raises(ValueError, match="no bfloat16"):
+        train(fs, obj, GD(1e-2), Stop(max_steps=3), backend="numpy")
+    res = train(fs, obj, GD(0.1), Stop(max_steps=20), probes={"w": lambda ps: ps[0][:, 0, 0]})
+    assert res.status == ["max_steps"] and res.params[0].dtype == bf
+    assert res.trajectory.values["w"].dtype == res.trajectory.values["loss"].dtype == np.float32
+    assert res.final_loss[0] < float(obj(fs)[0])
+
+
 @pytest.mark.parametrize(
     ("max_time", "dt"), [(0.3, 0.1), (2.345, 0.05), (1.0, 1 / 3), (7.0, 0.7), (1e-3, 1.0)]
 )

@@ -127,6 +127,13 @@ class Trajectory:
 Probe = Callable[[Sequence[torch.Tensor]], torch.Tensor]
 
 
+def _to_numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
+    """A copy as a numpy array of its own precision (bfloat16, which numpy lacks, as float32)."""
+    if isinstance(x, torch.Tensor):
+        x = (x.float() if x.dtype == torch.bfloat16 else x).detach().cpu().numpy()
+    return np.array(x, copy=True)
+
+
 class Recorder:
     """Collects rows (step, time, loss, probes) during training; probes map params -> (B, ...)."""
 
@@ -149,12 +156,10 @@ class Recorder:
             return
         self.steps.append(step)
         self.times.append(t)
-        if isinstance(loss, torch.Tensor):
-            loss = loss.detach().cpu().numpy()
-        self.rows["loss"].append(np.array(loss, copy=True))
+        self.rows["loss"].append(_to_numpy(loss))
         with torch.no_grad():
             for k, fn in self.probes.items():
-                self.rows[k].append(fn(params).detach().cpu().numpy().copy())
+                self.rows[k].append(_to_numpy(fn(params)))
 
     def finish(self) -> Trajectory:
         order = np.argsort(np.asarray(self.times), kind="stable")

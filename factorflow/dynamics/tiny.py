@@ -78,6 +78,8 @@ def numpy_kernel(
         reason = f"only GD has a numpy update, not {getattr(optimizer, 'name', optimizer)!r}"
     elif optimizer is None and params[0].dtype != torch.float64:
         reason = f"the flow's numpy path needs float64, the parameters are {params[0].dtype}"
+    elif params[0].dtype == torch.bfloat16:
+        reason = "numpy has no bfloat16"
     elif params[0].device.type != "cpu":
         reason = f"the parameters are on {params[0].device}, not the CPU"
     elif backend == "auto" and numel > TINY_MAX_NUMEL:
