@@ -17,6 +17,7 @@ the same user wrote.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import re
@@ -28,7 +29,7 @@ from typing import Any, TypeVar
 
 from factorflow.results import jsonable, read_json, write_json
 
-__all__ = ["CellStore", "count_cells", "read_cell"]
+__all__ = ["CellStore", "cells_progress", "count_cells", "read_cell"]
 
 T = TypeVar("T")
 _STAMP = "stamp.json"
@@ -44,17 +45,32 @@ def read_cell(path: Path) -> tuple[Any, float | None]:
     return stored, None
 
 
+def _in_progress(folder: Path) -> list[Path]:
+    done = [p.stem for p in Path(folder).glob("*.pkl")]
+    return sorted(
+        p
+        for p in Path(folder).glob("*.partial")
+        if not any(p.stem == k or p.stem.startswith(f"{k}-") for k in done)
+    )
+
+
 def count_cells(folder: Path) -> tuple[int, int]:
     """(finished, in progress) cells of a store folder: ``<key>.pkl`` files, and scratch files
     (``<key>.partial`` or ``<key>-<name>.partial``, :meth:`CellStore.scratch`) of cells not
     finished; a finished cell's scratch file is kept with the store but is not in progress."""
-    done = [p.stem for p in Path(folder).glob("*.pkl")]
-    running = {
-        p.stem
-        for p in Path(folder).glob("*.partial")
-        if not any(p.stem == k or p.stem.startswith(f"{k}-") for k in done)
-    }
-    return len(done), len(running)
+    return len(list(Path(folder).glob("*.pkl"))), len(_in_progress(folder))
+
+
+def cells_progress(folder: Path) -> dict[str, dict[str, Any]]:
+    """What the cells in progress of a store folder say of their progress: ``{scratch name:
+    {"done", "total", "unit", "elapsed_s"}}`` from ``<scratch file>.json`` beside each scratch
+    file that has one (:meth:`CellStore.scratch`); an unreadable one is left out."""
+    out = {}
+    for p in _in_progress(folder):
+        side = p.with_name(f"{p.name}.json")
+        with contextlib.suppress(OSError, ValueError):
+            out[p.stem] = read_json(side)
+    return out
 
 
 class CellStore:
@@ -160,7 +176,9 @@ class CellStore:
     def scratch(self, key: str) -> Path:
         """A file for the partial state of a cell while it runs (a training checkpoint, say):
         kept with the store across attempts, removed with it. ``key``: the cell's key, or the
-        cell's key, ``-`` and a name (so :func:`count_cells` knows whose state it is)."""
+        cell's key, ``-`` and a name (so :func:`count_cells` knows whose state it is). The cell
+        may say how far it is in ``<that file>.json`` (``{"done", "total", "unit",
+        "elapsed_s"}``), which ``factorflow status`` shows (:func:`cells_progress`)."""
         return self._path(key).with_suffix(".partial")
 
     def remove(self) -> None:

@@ -9,18 +9,21 @@ the runner keeps beside one: ``.<name>.cells``, ``.<name>.partial``, ``.<name>.l
 - ``interrupted``: no live writer, but finished cells or a partial folder are kept: the same
   command with ``--resume`` continues from them;
 
-with the cells kept so far (``.<name>.cells``: finished ``*.pkl``, in progress ``*.partial``).
-``DIR`` may also be one result folder. Reads only; never takes a lock.
+with the cells kept so far (``.<name>.cells``: finished ``*.pkl``, in progress ``*.partial``)
+and how far each cell in progress says it is (e.g. an IRMAE model's epochs and hours of
+training: :func:`factorflow.cells.cells_progress`). ``DIR`` may also be one result folder.
+Reads only; never takes a lock.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 from pathlib import Path
 from typing import Any
 
-from factorflow.cells import count_cells
+from factorflow.cells import cells_progress, count_cells
 from factorflow.folder_lock import holder
 from factorflow.results import read_json
 
@@ -34,6 +37,7 @@ def _state(root: Path, name: str) -> dict[str, Any]:
     cells = root / f".{name}.cells"
     if cells.is_dir():
         out["cells_finished"], out["cells_in_progress"] = count_cells(cells)
+        out["progress"] = cells_progress(cells)
     who = holder(root / name)
     summary = root / name / "summary.json"
     if who is not None:
@@ -90,6 +94,10 @@ def format_states(states: list[dict[str, Any]]) -> str:
             what.append(
                 f"cells: {s['cells_finished']} finished, {s['cells_in_progress']} in progress"
             )
+        for name, p in s.get("progress", {}).items():
+            with contextlib.suppress(KeyError, TypeError, ValueError):
+                hours = float(p["elapsed_s"]) / 3600
+                what.append(f"{name} {p['done']:g}/{p['total']:g} {p['unit']} ({hours:.1f} h)")
         if s["state"] == "interrupted":
             what.append("the same command with --resume continues")
         lines.append(f"{s['name']:<{width}}  {s['state']:<11}  " + "; ".join(what))

@@ -1,5 +1,7 @@
 """IRMAE model, training loop, latent spectrum, probe, generation, interpolation, input checks."""
 
+import json
+
 import pytest
 import torch
 
@@ -205,7 +207,10 @@ def test_training_resumes_from_its_checkpoint_to_the_same_model(shapes, tmp_path
     with pytest.raises(KeyboardInterrupt):
         train_autoencoder(IRMAE(8, 1, channels=3, arch="shapes", seed=1), x, checkpoint=ck,
                           callback=stop_at_2, **kw)  # fmt: skip
-    assert ck.is_file()  # epoch 1 was saved
+    assert ck.is_file()  # epoch 1 was saved, and says so beside it
+    progress = json.loads((tmp_path / "ck.pt.json").read_text())
+    assert (progress["done"], progress["total"], progress["unit"]) == (1, 3, "epochs")
+    assert progress["elapsed_s"] > 0
     m = IRMAE(8, 1, channels=3, arch="shapes", seed=9)  # another init: the checkpoint wins
     resumed = train_autoencoder(m, x, checkpoint=ck, **kw)
     assert [r["epoch"] for r in resumed["epochs"]] == [0, 1, 2, 3]

@@ -23,6 +23,13 @@ def _layout(root):
     # a and b finished (a's training state kept with the store), c in progress
     for name in ("stamp.json", "a.pkl", "b.pkl", "c.partial", "a-training.partial"):
         (cells / name).write_text("{}")
+    # how far c is; a's finished, so its last progress is not shown
+    (cells / "c.partial.json").write_text(
+        '{"done": 3, "total": 10, "unit": "epochs", "elapsed_s": 1800}'
+    )
+    (cells / "a-training.partial.json").write_text(
+        '{"done": 9, "total": 9, "unit": "epochs", "elapsed_s": 1}'
+    )
     (root / ".half.partial").mkdir()  # a run killed before its first cell
 
 
@@ -56,7 +63,7 @@ def test_cli_status(tmp_path, capsys):
     assert main(["status", str(tmp_path)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].split() == "done finished claims 2 held, 1 failed, 1 not judged; 12.5 s".split()
-    assert "cells: 2 finished, 1 in progress; the same command with --resume continues" in out[2]
+    assert "cells: 2 finished, 1 in progress; c 3/10 epochs (0.5 h); the same command" in out[2]
     assert main(["status", str(tmp_path / "missing")]) == 2
     assert "no folder" in capsys.readouterr().err
 

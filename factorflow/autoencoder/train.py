@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from factorflow.autoencoder.latent import count_above, latent_effective_rank, latent_spectrum
 from factorflow.autoencoder.model import IRMAE, check_images
+from factorflow.results import write_json
 
 __all__ = ["latent_codes", "reconstruction_mse", "train_autoencoder"]
 
@@ -80,7 +81,10 @@ def train_autoencoder(
         checkpoint: a file where the state after each epoch is written (model, Adam, the
             shuffling generator, the history; atomically); when it exists at the start, training
             continues from it, to the same result as without the interruption (a paper-scale
-            model is an hour or more on a CPU). The caller removes it when done.
+            model is an hour or more on a CPU). Beside it, ``<checkpoint>.json`` says how far
+            training is without loading it (``{"done": epoch, "total": epochs, "unit":
+            "epochs", "elapsed_s"}``; ``factorflow status`` shows it). The caller removes both
+            when done.
 
     Returns:
         ``{"epochs": [record, ...], "stopped": "epochs" | "max_time", "elapsed_s": float}``
@@ -158,7 +162,7 @@ def train_autoencoder(
             history["stopped"] = "max_time"
             break
         if checkpoint is not None:
-            _save(checkpoint, model, opt, g, history, epoch, time.perf_counter() - start)
+            _save(checkpoint, model, opt, g, history, epoch, epochs, time.perf_counter() - start)
     history["elapsed_s"] = time.perf_counter() - start
     model.eval()
     return history
@@ -171,12 +175,16 @@ def _save(
     g: torch.Generator,
     history: dict,
     epoch: int,
+    epochs: int,
     elapsed: float,
 ) -> None:
-    """Write the state after ``epoch`` to ``path`` atomically (a temporary name, then rename)."""
+    """Write the state after ``epoch`` to ``path``, then how far training is to ``path.json``,
+    each atomically (a temporary name, then rename)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     state = {"model": model.state_dict(), "optimizer": opt.state_dict()}
     state.update(generator=g.get_state(), history=history, epoch=epoch, elapsed_s=elapsed)
     torch.save(state, tmp)
     os.replace(tmp, path)
+    progress = {"done": epoch, "total": epochs, "unit": "epochs", "elapsed_s": elapsed}
+    write_json(path.with_name(f"{path.name}.json"), progress)
