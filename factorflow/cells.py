@@ -45,20 +45,23 @@ def read_cell(path: Path) -> tuple[Any, float | None]:
     return stored, None
 
 
-def _in_progress(folder: Path) -> list[Path]:
+def _cells(folder: Path) -> tuple[list[str], list[Path]]:
+    """Keys of the finished cells, and the scratch files of the cells not finished."""
     done = [p.stem for p in Path(folder).glob("*.pkl")]
-    return sorted(
+    running = [
         p
-        for p in Path(folder).glob("*.partial")
+        for p in sorted(Path(folder).glob("*.partial"))
         if not any(p.stem == k or p.stem.startswith(f"{k}-") for k in done)
-    )
+    ]
+    return done, running
 
 
 def count_cells(folder: Path) -> tuple[int, int]:
     """(finished, in progress) cells of a store folder: ``<key>.pkl`` files, and scratch files
     (``<key>.partial`` or ``<key>-<name>.partial``, :meth:`CellStore.scratch`) of cells not
     finished; a finished cell's scratch file is kept with the store but is not in progress."""
-    return len(list(Path(folder).glob("*.pkl"))), len(_in_progress(folder))
+    done, running = _cells(folder)
+    return len(done), len(running)
 
 
 def cells_progress(folder: Path) -> dict[str, dict[str, Any]]:
@@ -66,7 +69,7 @@ def cells_progress(folder: Path) -> dict[str, dict[str, Any]]:
     {"done", "total", "unit", "elapsed_s"}}`` from ``<scratch file>.json`` beside each scratch
     file that has one (:meth:`CellStore.scratch`); an unreadable one is left out."""
     out = {}
-    for p in _in_progress(folder):
+    for p in _cells(folder)[1]:
         side = p.with_name(f"{p.name}.json")
         with contextlib.suppress(OSError, ValueError):
             out[p.stem] = read_json(side)

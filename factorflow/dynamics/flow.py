@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from factorflow.dynamics import stiff, tiny
 from factorflow.dynamics.base import TrainResult, _rows, _Status, gradient
-from factorflow.dynamics.record import Recorder
+from factorflow.dynamics.record import Recorder, as_numpy
 
 __all__ = ["FLOW_METHODS", "Flow"]
 
@@ -93,12 +93,6 @@ class Flow:
         return "LSODA" if dim <= self.auto_lsoda_max_dim else "RK45"
 
 
-def _as_numpy(L: torch.Tensor) -> np.ndarray:
-    """Losses (B,) as a numpy array of their own precision (bfloat16, which numpy lacks, as
-    float32: exact)."""
-    return (L.float() if L.dtype == torch.bfloat16 else L).cpu().numpy()
-
-
 def _flow(
     params, loss_fn, flow: Flow, stop, schedule, probes, progress, desc, kernel
 ) -> TrainResult:
@@ -130,7 +124,7 @@ def _flow(
             L = kernel.value(tiny.split(y, shapes))
         else:
             with torch.no_grad():
-                L = _as_numpy(loss_fn(unflat(y)))
+                L = as_numpy(loss_fn(unflat(y)))
         cache["y_seen"], cache["L_seen"] = y.copy(), L
         return L
 
@@ -145,7 +139,7 @@ def _flow(
                 grads = [g * m.reshape(-1, *([1] * (g.ndim - 1))) for g in grads]
             return -np.concatenate([g.reshape(-1) for g in grads])
         L, grads = gradient(loss_fn, unflat(y))
-        cache["y"], cache["L"] = y.copy(), _as_numpy(L)
+        cache["y"], cache["L"] = y.copy(), as_numpy(L)
         if not active.all():
             m = st.active.to(device)
             grads = [g * _rows(m, g).to(g.dtype) for g in grads]

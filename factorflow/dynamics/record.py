@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["Recorder", "Schedule", "Stop", "Trajectory"]
+__all__ = ["Recorder", "Schedule", "Stop", "Trajectory", "as_numpy"]
 
 
 @dataclass(frozen=True)
@@ -127,11 +127,12 @@ class Trajectory:
 Probe = Callable[[Sequence[torch.Tensor]], torch.Tensor]
 
 
-def _to_numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
-    """A copy as a numpy array of its own precision (bfloat16, which numpy lacks, as float32)."""
+def as_numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
+    """``x`` as a numpy array of its own precision (bfloat16, which numpy lacks, as float32,
+    exactly); a CPU tensor's array shares its memory."""
     if isinstance(x, torch.Tensor):
         x = (x.float() if x.dtype == torch.bfloat16 else x).detach().cpu().numpy()
-    return np.array(x, copy=True)
+    return x
 
 
 class Recorder:
@@ -156,10 +157,10 @@ class Recorder:
             return
         self.steps.append(step)
         self.times.append(t)
-        self.rows["loss"].append(_to_numpy(loss))
+        self.rows["loss"].append(np.array(as_numpy(loss), copy=True))
         with torch.no_grad():
             for k, fn in self.probes.items():
-                self.rows[k].append(_to_numpy(fn(params)))
+                self.rows[k].append(np.array(as_numpy(fn(params)), copy=True))
 
     def finish(self) -> Trajectory:
         order = np.argsort(np.asarray(self.times), kind="stable")
