@@ -206,7 +206,7 @@ class RatingsDMF:
         get_loss(loss)
         n_rows, n_cols = train.shape
         self.transposed = n_cols > n_rows
-        idx = train.indices.flip(1) if self.transposed else train.indices
+        idx = (train.indices.flip(1) if self.transposed else train.indices).cpu()
         self.shape = (max(n_rows, n_cols), min(n_rows, n_cols))  # (long, short)
         self.depth, self.loss, self.chunk = depth, loss, chunk
         self.width = self.shape[1] if width is None else int(width)

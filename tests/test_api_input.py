@@ -21,6 +21,8 @@ def test_api_rejects_bad_training_input():
         ff.GroupRMSProp(lr=1e-3, eps=-1.0)
     with pytest.raises(TypeError, match="values must be numbers"):
         ff.Completion((3, 3), torch.tensor([[0, 0]]), ["a"])
+    with pytest.raises(ValueError, match="on one device; got cpu and meta"):
+        ff.Completion((3, 3), torch.tensor([[0, 0]]), torch.ones(1, device="meta"))
 
 
 def _dmf_problem():

@@ -65,12 +65,16 @@ class Completion:
                 f"values must have shape ({idx.shape[0]},) to match the indices; "
                 f"got {tuple(vals.shape)}"
             )
+        if vals.device != idx.device:
+            raise ValueError(
+                f"indices and values must be on one device; got {idx.device} and {vals.device}"
+            )
         if idx.shape[0] == 0:
             raise ValueError("the observation set is empty: at least one entry must be observed")
         if (idx < 0).any():
             bad = idx[(idx < 0).any(dim=1)][0].tolist()
             raise ValueError(f"negative index {bad}: indices must lie in [0, size) per mode")
-        too_big = idx >= torch.tensor(shape, dtype=torch.long)
+        too_big = idx >= torch.tensor(shape, dtype=torch.long, device=idx.device)
         if too_big.any():
             row = int(too_big.any(dim=1).nonzero()[0])
             raise ValueError(f"index {idx[row].tolist()} is out of range for shape {shape}")
@@ -91,7 +95,9 @@ class Completion:
     @staticmethod
     def _flatten(idx: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
         strides = torch.tensor(
-            [int(np.prod(shape[k + 1 :])) for k in range(len(shape))], dtype=torch.long
+            [int(np.prod(shape[k + 1 :])) for k in range(len(shape))],
+            dtype=torch.long,
+            device=idx.device,
         )
         return (idx * strides).sum(dim=1)
 
@@ -109,7 +115,7 @@ class Completion:
 
     def mask(self) -> torch.Tensor:
         """Boolean array of ``shape``, True where observed (materializes the full shape)."""
-        m = torch.zeros(int(np.prod(self.shape)), dtype=torch.bool)
+        m = torch.zeros(int(np.prod(self.shape)), dtype=torch.bool, device=self.indices.device)
         m[self.flat_indices()] = True
         return m.reshape(self.shape)
 
