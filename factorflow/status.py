@@ -11,7 +11,8 @@ the runner keeps beside one: ``.<name>.cells``, ``.<name>.partial``, ``.<name>.l
 
 with the cells kept so far (``.<name>.cells``: finished ``*.pkl``, in progress ``*.partial``)
 and how far each cell in progress says it is (e.g. an IRMAE model's epochs and hours of
-training: :func:`factorflow.cells.cells_progress`). ``DIR`` may also be one result folder.
+training: :func:`factorflow.cells.cells_progress`). ``DIR`` may also be one result folder, written
+or not yet (a first run in progress).
 Reads only; never takes a lock.
 """
 
@@ -59,12 +60,16 @@ def _state(root: Path, name: str) -> dict[str, Any]:
 def folder_states(folder: str | Path) -> list[dict[str, Any]]:
     """The state of every result under ``folder`` (or of ``folder`` itself when it is a result
     folder), by name: ``{"name", "state": "running" | "finished" | "interrupted", ...}`` (see
-    the module doc). ``FileNotFoundError`` when ``folder`` is not a folder."""
+    the module doc). A ``folder`` not written yet, whose run keeps its cells, partial folder or
+    lock beside it (a first run still going), is that one result. ``FileNotFoundError`` when
+    ``folder`` is neither."""
     root = Path(folder)
+    parent, name = root.resolve().parent, root.resolve().name
+    kept = any((parent / f".{name}.{kind}").exists() for kind in ("cells", "partial", "lock"))
+    if (root / "summary.json").is_file() or (kept and not root.is_dir()):
+        return [_state(parent, name)]  # one result folder, or a first run that has not ended
     if not root.is_dir():
-        raise FileNotFoundError(f"no folder {root}")
-    if (root / "summary.json").is_file():  # one result folder
-        return [_state(root.resolve().parent, root.resolve().name)]
+        raise FileNotFoundError(f"no folder {root}, and no run of that name kept beside it")
     names = set()
     for p in root.iterdir():
         m = _KEPT.fullmatch(p.name)
@@ -96,8 +101,9 @@ def format_states(states: list[dict[str, Any]]) -> str:
             )
         for name, p in s.get("progress", {}).items():
             with contextlib.suppress(KeyError, TypeError, ValueError):
-                hours = float(p["elapsed_s"]) / 3600
-                what.append(f"{name} {p['done']:g}/{p['total']:g} {p['unit']} ({hours:.1f} h)")
+                secs = float(p["elapsed_s"])
+                took = f"{secs / 3600:.1f} h" if secs >= 3600 else f"{secs / 60:.1f} min"
+                what.append(f"{name} {p['done']:g}/{p['total']:g} {p['unit']} ({took})")
         if s["state"] == "interrupted":
             what.append("the same command with --resume continues")
         lines.append(f"{s['name']:<{width}}  {s['state']:<11}  " + "; ".join(what))

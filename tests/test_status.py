@@ -10,7 +10,7 @@ import sys
 from factorflow.cells import count_cells
 from factorflow.cli import main
 from factorflow.folder_lock import hold_folder, holder, lock_path
-from factorflow.status import folder_states
+from factorflow.status import folder_states, format_states
 
 
 def _layout(root):
@@ -48,6 +48,13 @@ def test_states_of_a_folder(tmp_path):
     assert states["live"]["state"] == "running"
     assert states["live"]["holder"].startswith(f"pid {os.getpid()}, since ")
     assert folder_states(tmp_path / "done") == [states["done"]]  # one result folder
+    # a first run that has not ended: its folder is not written yet, its cells are kept beside it
+    one = folder_states(tmp_path / "stopped")
+    assert [(s["name"], s["state"], s["cells_finished"]) for s in one] == [
+        ("stopped", "interrupted", 2)
+    ]
+    with hold_folder(tmp_path / "live"):
+        assert folder_states(tmp_path / "live")[0]["state"] == "running"
 
 
 def test_a_lock_file_left_by_a_killed_run_is_not_a_writer(tmp_path):
@@ -63,7 +70,7 @@ def test_cli_status(tmp_path, capsys):
     assert main(["status", str(tmp_path)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].split() == "done finished claims 2 held, 1 failed, 1 not judged; 12.5 s".split()
-    assert "cells: 2 finished, 1 in progress; c 3/10 epochs (0.5 h); the same command" in out[2]
+    assert "cells: 2 finished, 1 in progress; c 3/10 epochs (30.0 min); the same command" in out[2]
     assert main(["status", str(tmp_path / "missing")]) == 2
     assert "no folder" in capsys.readouterr().err
 
@@ -71,3 +78,12 @@ def test_cli_status(tmp_path, capsys):
 def test_an_empty_folder_says_so(tmp_path, capsys):
     assert main(["status", str(tmp_path)]) == 0
     assert capsys.readouterr().out.strip() == "no results here"
+
+
+def test_progress_in_minutes_below_an_hour_and_hours_above():
+    prog = {"done": 9, "total": 100, "unit": "epochs"}
+    states = [
+        {"name": "a", "state": "running", "holder": "pid 1", "progress": {
+            "m": {**prog, "elapsed_s": 150}, "h": {**prog, "elapsed_s": 9000}}},
+    ]  # fmt: skip
+    assert format_states(states).endswith("m 9/100 epochs (2.5 min); h 9/100 epochs (2.5 h)")
