@@ -8,6 +8,7 @@ import torch
 from factorflow.autoencoder import (
     IRMAE,
     count_above,
+    epoch_line,
     fit_gaussian,
     fit_probe,
     generate,
@@ -244,3 +245,10 @@ def test_model_round_trips_through_an_npz_file(tmp_path, arch, channels, l):
         IRMAE.from_arrays({k: v for k, v in arrays.items() if k != "config.arch"})
     with pytest.raises(ValueError, match="do not fit"):
         IRMAE.from_arrays({k: v for k, v in arrays.items() if k != "encoder.0.weight"})
+
+
+def test_epoch_line_says_the_time_and_the_spectrum_when_measured():
+    rec = {"epoch": 3, "train_loss": 0.012345, "time_s": 61.6}
+    assert epoch_line(rec) == "epoch 3 (62 s): loss 0.01235"
+    rec.update({"erank": 3.254, "count_above_1e-2": 4, "epoch": 2.5})
+    assert epoch_line(rec) == "epoch 2.5 (62 s): loss 0.01235, count 4, erank 3.25"

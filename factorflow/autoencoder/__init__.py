@@ -12,7 +12,7 @@ Modules:
 - :mod:`~factorflow.autoencoder.model`: the architecture (:class:`IRMAE`, its encoder and
   decoder, the authors' settings) and :func:`check_images`;
 - :mod:`~factorflow.autoencoder.train`: :func:`train_autoencoder`, :func:`latent_codes`,
-  :func:`reconstruction_mse`;
+  :func:`reconstruction_mse`, and :func:`epoch_line` (a progress line per epoch);
 - :mod:`~factorflow.autoencoder.latent`: the measurement (:func:`latent_spectrum`, its effective
   rank and :func:`count_above`);
 - :mod:`~factorflow.autoencoder.downstream`: probes on frozen codes, Gaussian generation,
@@ -30,7 +30,12 @@ from factorflow.autoencoder.downstream import (
 )
 from factorflow.autoencoder.latent import count_above, latent_effective_rank, latent_spectrum
 from factorflow.autoencoder.model import ARCHS, IRMAE, check_images
-from factorflow.autoencoder.train import latent_codes, reconstruction_mse, train_autoencoder
+from factorflow.autoencoder.train import (
+    epoch_line,
+    latent_codes,
+    reconstruction_mse,
+    train_autoencoder,
+)
 
 __all__ = [
     "ARCHS",
@@ -38,6 +43,7 @@ __all__ = [
     "Probe",
     "check_images",
     "count_above",
+    "epoch_line",
     "fit_gaussian",
     "fit_probe",
     "generate",

@@ -16,7 +16,7 @@ from factorflow.autoencoder.latent import count_above, latent_effective_rank, la
 from factorflow.autoencoder.model import IRMAE, check_images
 from factorflow.results import write_json
 
-__all__ = ["latent_codes", "reconstruction_mse", "train_autoencoder"]
+__all__ = ["epoch_line", "latent_codes", "reconstruction_mse", "train_autoencoder"]
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -166,6 +166,16 @@ def train_autoencoder(
     history["elapsed_s"] = time.perf_counter() - start
     model.eval()
     return history
+
+
+def epoch_line(record: dict) -> str:
+    """One epoch's progress line from a :func:`train_autoencoder` record (its ``callback``):
+    ``epoch E (T s): loss L``, then ``, count C, erank R`` on epochs that measured the latent
+    spectrum. ``T`` is the wall time of training so far, summed over sittings."""
+    line = f"epoch {record['epoch']:g} ({record['time_s']:.0f} s): loss {record['train_loss']:.5f}"
+    if "erank" in record:
+        line += f", count {record['count_above_1e-2']}, erank {record['erank']:.2f}"
+    return line
 
 
 def _save(

@@ -38,6 +38,7 @@ import torch
 from factorflow.autoencoder import (
     IRMAE,
     count_above,
+    epoch_line,
     fit_probe,
     generate,
     interpolate,
@@ -175,10 +176,7 @@ def _one_model(
     hist = train_autoencoder(
         model, x_tr, epochs=epochs, batch_size=s.batch_size, lr=s.lr, seed=seed,
         device=device, eval_images=x_te, checkpoint=checkpoint,
-        callback=lambda r: log(
-            f"{dataset} l={l} seed {seed} epoch {r['epoch']}: loss {r['train_loss']:.5f}, "
-            f"count {r.get('count_above_1e-2')}, erank {r.get('erank', float('nan')):.2f}"
-        ),
+        callback=lambda r: log(f"{dataset} l={l} seed {seed} {epoch_line(r)}"),
     )  # fmt: skip
     recs = [r for r in hist["epochs"] if "spectrum" in r]
     codes_tr, codes_te = latent_codes(model, x_tr), latent_codes(model, x_te)
