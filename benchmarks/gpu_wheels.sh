@@ -12,11 +12,12 @@ PLAT=(--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64
       --platform manylinux_2_24_x86_64 --platform manylinux_2_34_x86_64)
 PIP=(python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12
      --implementation cp "${PLAT[@]}" -d .whl)
-# tensorly (imported by the CP-ALS baseline). cvxpy is imported only when its solver is asked
-# for (the experiments use ADMM), scikit-sundae only by the stiff flow method; the working tree
-# that travels is limited to 64 MiB, so they stay here. Fashion-MNIST (IRMAE, natural rank) goes
-# along as its four IDX files, found there through $FACTORFLOW_DATA_DIR=.whl/data.
-"${PIP[@]}" tensorly
+# tensorly (imported by the CP-ALS baseline) and scikit-sundae (SUNDIALS CVODE: the paper-scale
+# tensor dynamics' flow uses it; 20 MB). cvxpy is imported only when its solver is asked for (the
+# experiments use ADMM), so it stays here: the working tree that travels is limited to 64 MiB.
+# Fashion-MNIST (IRMAE, natural rank) goes along as its four IDX files, found there through
+# $FACTORFLOW_DATA_DIR=.whl/data. In all about 57 MiB.
+"${PIP[@]}" tensorly 'scikit-sundae>=1.2'
 mkdir -p .whl/data/fashion-mnist
 cp /usr/share/datasets/fashion-mnist/*-ubyte.gz .whl/data/fashion-mnist/
 du -sh .whl && ls -R .whl
