@@ -138,6 +138,7 @@ def _run_experiment(
                 overwrite=True,  # the talk's own folder: with resume, other settings rerun
                 resume=resume,
                 workers=workers,
+                threads=None,  # the process's: FACTORFLOW_THREADS (a worker: its parent's)
             )
         except Exception as e:
             tb = traceback.format_exc()

@@ -155,3 +155,22 @@ def test_a_resumed_experiments_log_is_added_to(tmp_path):
     lines = path.read_text().splitlines()
     assert lines[:2] == ["first", "first child"] and lines[3:] == ["second", "second child"]
     assert lines[2].startswith("--- ") and lines[2].endswith(": resumed")
+
+
+def test_a_talks_experiments_run_with_the_processs_threads(tmp_path, monkeypatch):
+    """``FACTORFLOW_THREADS`` reaches a talk's experiments as it reaches ``factorflow reproduce
+    ID``: the talk leaves the thread count to its process. Before, they ran with one thread
+    whatever it said, so a talk with one experiment left used one core of two."""
+    import factorflow.runner
+    from factorflow.talk import _run_experiment
+
+    seen = {}
+
+    def fake_run(exp_id, exp_dir, **kw):
+        seen.update(kw)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(factorflow.runner, "run_experiment", fake_run)
+    out = _run_experiment("razin2020-2x2", tmp_path / "x", "smoke", None, "cpu", {})
+    assert seen["threads"] is None
+    assert out["status"] == "failed" and "stop here" in out["error"]
