@@ -10,7 +10,7 @@ the runner keeps beside one: ``.<name>.cells``, ``.<name>.partial``, ``.<name>.l
   command with ``--resume`` continues from them;
 
 with the cells kept so far (``.<name>.cells``: finished ``*.pkl``, in progress ``*.partial``)
-and how far each cell in progress says it is (e.g. an IRMAE model's epochs and hours of
+and how far each cell in progress says it is (e.g. an IRMAE model's epochs and time of
 training: :func:`factorflow.cells.cells_progress`). ``DIR`` may also be one result folder, written
 or not yet (a first run in progress).
 Reads only; never takes a lock.
@@ -30,7 +30,8 @@ from factorflow.results import read_json
 
 __all__ = ["add_parser", "folder_states", "format_states"]
 
-_KEPT = re.compile(r"\.(.+)\.(cells|partial|lock)")
+_KINDS = ("cells", "partial", "lock")  # what the runner keeps beside a result: .<name>.<kind>
+_KEPT = re.compile(rf"\.(.+)\.({'|'.join(_KINDS)})")
 
 
 def _state(root: Path, name: str) -> dict[str, Any]:
@@ -65,7 +66,7 @@ def folder_states(folder: str | Path) -> list[dict[str, Any]]:
     ``folder`` is neither."""
     root = Path(folder)
     parent, name = root.resolve().parent, root.resolve().name
-    kept = any((parent / f".{name}.{kind}").exists() for kind in ("cells", "partial", "lock"))
+    kept = any((parent / f".{name}.{kind}").exists() for kind in _KINDS)
     if (root / "summary.json").is_file() or (kept and not root.is_dir()):
         return [_state(parent, name)]  # one result folder, or a first run that has not ended
     if not root.is_dir():
