@@ -8,7 +8,9 @@ value at once (pickle, written to a temporary name and renamed, so a kill never 
 file). The runner (:func:`factorflow.runner.run_experiment`) opens one store per result folder
 beside it (``.<name>.cells``), stamped with the experiment, scale and settings, and records in
 the summary how many cells were kept and the seconds they had taken (``cells``; cells of the
-first format, stored without their time, are counted in ``kept_untimed``). ``resume`` reuses a
+first format, stored without their time, are counted in ``kept_untimed``), and the seconds
+earlier attempts spent on the cells this one resumed from their scratch state
+(``resumed_seconds``). ``resume`` reuses a
 store with the same stamp and refuses one with another (with ``overwrite`` it discards it: the
 talk reruns changed experiments); a fresh run discards the store, and a finished run removes it.
 Pickle runs code from the file it reads: the store is a private cache, read only from a folder
@@ -18,6 +20,7 @@ the same user wrote.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import pickle
 import re
@@ -29,7 +32,7 @@ from typing import Any, TypeVar
 
 from factorflow.results import jsonable, read_json, write_json
 
-__all__ = ["CellStore", "cells_progress", "count_cells", "read_cell"]
+__all__ = ["CellStore", "cells_progress", "count_cells", "read_cell", "sittings_time"]
 
 T = TypeVar("T")
 _STAMP = "stamp.json"
@@ -54,6 +57,32 @@ def _cells(folder: Path) -> tuple[list[str], list[Path]]:
         if not any(p.stem == k or p.stem.startswith(f"{k}-") for k in done)
     ]
     return done, running
+
+
+def sittings_time(own: float, cells: dict[str, Any] | None) -> str:
+    """``own`` seconds (a run's last sitting), and when the run kept or resumed cells of
+    earlier sittings (the summary's ``cells``, :meth:`CellStore.summary`) the time over all of
+    them: ``own`` plus the kept cells' ``kept_seconds`` and the resumed cells' earlier
+    ``resumed_seconds`` ("at least" when some kept cells were stored without their time)."""
+    cells = cells or {}
+    earlier = float(cells.get("kept_seconds") or 0.0) + float(cells.get("resumed_seconds") or 0.0)
+    if earlier <= 0.0 and not cells.get("kept_untimed"):
+        return f"{own:.1f} s"
+    least = "at least " if cells.get("kept_untimed") else ""
+    return f"{own:.1f} s in the last sitting, {least}{own + earlier:.1f} s over all sittings"
+
+
+def _partial_seconds(folder: Path, key: str) -> float:
+    """The seconds that earlier attempts at cell ``key`` spent, as its scratch files' side files
+    say (``elapsed_s``, :meth:`CellStore.scratch`); 0.0 when none says."""
+    total = 0.0
+    for side in [
+        *Path(folder).glob(f"{glob.escape(key)}.partial.json"),
+        *Path(folder).glob(f"{glob.escape(key)}-*.partial.json"),
+    ]:
+        with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+            total += float(read_json(side)["elapsed_s"])
+    return total
 
 
 def count_cells(folder: Path) -> tuple[int, int]:
@@ -87,6 +116,8 @@ class CellStore:
         self.computed = 0  # cells computed (and stored) in this attempt
         self.kept_seconds = 0.0  # wall seconds the kept cells took when they were computed
         self.kept_untimed = 0  # kept cells stored without their compute time (first format)
+        self.resumed_seconds = 0.0  # earlier attempts' time in cells this attempt finished
+        self._earlier: dict[str, float] = {}  # key -> earlier attempts' seconds, until put
         self._seen: set[str] = set()
 
     @classmethod
@@ -150,6 +181,7 @@ class CellStore:
             raise ValueError(f"cell key {key!r} used twice in one run")
         self._seen.add(key)
         if not path.is_file():
+            self._earlier[key] = _partial_seconds(self.folder, key)
             return False, None
         value, seconds = read_cell(path)
         self.kept += 1
@@ -160,9 +192,14 @@ class CellStore:
         return True, value
 
     def put(self, key: str, value: Any, seconds: float) -> None:
-        """Store the value of cell ``key``, computed in ``seconds`` (atomically: a temporary
-        file renamed)."""
+        """Store the value of cell ``key``, computed in ``seconds`` in this attempt (atomically:
+        a temporary file renamed). A cell resumed from its scratch state is stored with the
+        seconds its earlier attempts said they had spent as well (:meth:`scratch`), so its
+        time is the whole of it when a later sitting keeps it."""
         path = self._path(key)
+        earlier = self._earlier.pop(key, 0.0)
+        self.resumed_seconds += earlier
+        seconds += earlier
         tmp = path.with_name(f".{path.name}.tmp")
         with tmp.open("wb") as f:
             pickle.dump((_FORMAT, value, seconds), f, protocol=pickle.HIGHEST_PROTOCOL)
@@ -174,6 +211,8 @@ class CellStore:
         out = {"kept": self.kept, "computed": self.computed, "kept_seconds": self.kept_seconds}
         if self.kept_untimed:  # kept_seconds then leaves these cells' time out
             out["kept_untimed"] = self.kept_untimed
+        if self.resumed_seconds:
+            out["resumed_seconds"] = self.resumed_seconds
         return out
 
     def scratch(self, key: str) -> Path:
@@ -181,7 +220,9 @@ class CellStore:
         kept with the store across attempts, removed with it. ``key``: the cell's key, or the
         cell's key, ``-`` and a name (so :func:`count_cells` knows whose state it is). The cell
         may say how far it is in ``<that file>.json`` (``{"done", "total", "unit",
-        "elapsed_s"}``), which ``factorflow status`` shows (:func:`cells_progress`)."""
+        "elapsed_s"}``), which ``factorflow status`` shows (:func:`cells_progress`); its
+        ``elapsed_s`` (the cell's seconds over every attempt so far) is added to the cell's
+        time when an attempt resumes it (:meth:`put`)."""
         return self._path(key).with_suffix(".partial")
 
     def remove(self) -> None:

@@ -15,7 +15,9 @@ folder stops at once (FolderBusyError) instead of removing this one's partial fo
 ``summary.json``: ``{"experiment", "title", "paper", "scale", "config", "rows", "claims",
 "figures", "arrays", "elapsed_s", "meta"}`` (DESIGN.md, "Contracts"), and ``"cells"`` when a
 resumed run kept finished cells: ``{"kept", "computed", "kept_seconds"}`` (``elapsed_s`` is this
-attempt's time; the kept cells took ``kept_seconds`` more when they were computed).
+attempt's time; the kept cells took ``kept_seconds`` more when they were computed), with
+``"resumed_seconds"`` when cells it finished had been started by an earlier attempt (their
+earlier time).
 """
 
 from __future__ import annotations
@@ -243,7 +245,7 @@ def run_experiment(
             write_json(tmp / "summary.json", summary)
             summary["figures"] = redraw(tmp, log)
             summary["elapsed_s"] = time.perf_counter() - t0
-            if cells.kept:  # resumed: this attempt's time, and the kept cells' own
+            if cells.kept or cells.resumed_seconds:  # resumed: the earlier attempts' time
                 summary["cells"] = cells.summary()
             write_json(tmp / "summary.json", summary)
             _swap_into_place(tmp, out)

@@ -24,7 +24,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from factorflow.cells import cells_progress, count_cells
+from factorflow.cells import cells_progress, count_cells, sittings_time
 from factorflow.folder_lock import holder
 from factorflow.results import read_json
 
@@ -47,7 +47,7 @@ def _state(root: Path, name: str) -> dict[str, Any]:
     elif summary.is_file():
         data = read_json(summary)
         holds = [c.get("holds") for c in data.get("claims", [])]
-        out.update(state="finished", elapsed_s=data.get("elapsed_s"))
+        out.update(state="finished", elapsed_s=data.get("elapsed_s"), cells=data.get("cells"))
         out["claims"] = {
             "held": holds.count(True),
             "failed": holds.count(False),
@@ -95,7 +95,7 @@ def format_states(states: list[dict[str, Any]]) -> str:
                 f"claims {c['held']} held, {c['failed']} failed, {c['not_judged']} not judged"
             )
             if s.get("elapsed_s") is not None:
-                what.append(f"{s['elapsed_s']:.1f} s")
+                what.append(sittings_time(s["elapsed_s"], s.get("cells")))
         if "cells_finished" in s:
             what.append(
                 f"cells: {s['cells_finished']} finished, {s['cells_in_progress']} in progress"

@@ -27,6 +27,27 @@ def test_store_computes_once_and_keeps_across_attempts(tmp_path):
     assert not (tmp_path / "c").exists()
 
 
+def test_a_resumed_cell_is_stored_with_its_earlier_attempts_time(tmp_path):
+    """A cell an earlier attempt started (its scratch side file says 100 s so far) and this one
+    finishes is stored with those 100 s added; the summary counts them as resumed, and a later
+    attempt that keeps the cell counts its whole time."""
+    from factorflow.results import write_json
+
+    s1 = CellStore.open(tmp_path / "c", STAMP, resume=False)
+    scratch = s1.scratch("m-1-training")
+    scratch.write_bytes(b"state")
+    write_json(scratch.with_name(f"{scratch.name}.json"), {"done": 3, "elapsed_s": 100.0})
+    s2 = CellStore.open(tmp_path / "c", STAMP, resume=True)
+    assert s2.get("m-1", lambda: 5) == 5
+    assert s2.get("m-2", lambda: 6) == 6  # no scratch state: nothing earlier
+    assert s2.summary()["resumed_seconds"] == 100.0
+    s3 = CellStore.open(tmp_path / "c", STAMP, resume=True)
+    assert s3.get("m-1", lambda: 0) == 5 and s3.get("m-2", lambda: 0) == 6
+    assert 100.0 <= s3.kept_seconds < 101.0  # both cells took ~0 s in attempt 2
+    assert "resumed_seconds" not in s3.summary()
+    assert "resumed_seconds" not in s1.summary()
+
+
 def test_store_refuses_other_settings_on_resume_and_discards_without(tmp_path):
     s = CellStore.open(tmp_path / "c", STAMP, resume=False)
     s.get("k", lambda: 1)
@@ -146,3 +167,24 @@ def test_report_shows_a_kept_results_own_time():
     )
     assert _time({"elapsed_s": 600.0, "result_elapsed_s": 598.0, "kept": False}) == "600.0 s"
     assert _time({"elapsed_s": 3.0}) == "3.0 s" and _time({}) is None
+
+
+def test_report_shows_the_time_over_all_sittings():
+    """A run that kept or resumed cells of earlier sittings: its last sitting's time, and the
+    total with the kept cells' and the resumed cells' earlier seconds."""
+    from factorflow.report import _run_time, _time
+
+    cells = {"kept": 3, "computed": 1, "kept_seconds": 1000.0, "resumed_seconds": 500.0}
+    assert _time({"elapsed_s": 20.0, "kept_cells": cells}) == (
+        "20.0 s in the last sitting, 1520.0 s over all sittings"
+    )
+    kept = {"elapsed_s": 0.1, "result_elapsed_s": 20.0, "kept": True, "kept_cells": cells}
+    assert (
+        _time(kept)
+        == "20.0 s in the last sitting, 1520.0 s over all sittings (kept from an earlier run)"
+    )
+    untimed = {"kept": 1, "computed": 0, "kept_seconds": 0.0, "kept_untimed": 1}
+    assert _run_time({"elapsed_s": 2.0, "cells": untimed}) == (
+        "2.0 s in the last sitting, at least 2.0 s over all sittings"
+    )
+    assert _run_time({"elapsed_s": 2.0}) == "2.0 s" and _run_time({}) == "—"

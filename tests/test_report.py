@@ -159,7 +159,7 @@ def test_talk_report_end_to_end(tmp_path, fakes, capsys):
     meta = index["meta"]
     assert f"factorflow {meta['factorflow']}" in md
     assert str(meta["git_commit"] or "unknown") in page
-    assert "total time" in page and "seeds in the rows: [0, 1]" in page
+    assert "time of this sitting" in page and "seeds in the rows: [0, 1]" in page
 
 
 def test_only_runs_a_subset_and_passes_settings_through(tmp_path, fakes, monkeypatch):

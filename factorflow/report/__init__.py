@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from factorflow.cells import sittings_time
 from factorflow.results import read_json
 
 __all__ = [
@@ -82,14 +83,22 @@ def _data_sources(summary: dict[str, Any]) -> str:
     return "; ".join(dict.fromkeys(parts)) or "not stated in the summary's config"
 
 
+def _run_time(summary: dict[str, Any]) -> str:
+    """A result's time, from its summary (:func:`sittings_time`)."""
+    if summary.get("elapsed_s") is None:
+        return "—"
+    return sittings_time(summary["elapsed_s"], summary.get("cells"))
+
+
 def _time(e: dict[str, Any]) -> str | None:
     """An index entry's time: this sitting's, or, for a result kept from an earlier sitting
-    (``--resume``), that run's own."""
+    (``--resume``), that run's own; with the time over all sittings when the run kept or
+    resumed cells of earlier ones (:func:`sittings_time`)."""
     if e.get("elapsed_s") is None:
         return None
     if e.get("kept") and e.get("result_elapsed_s") is not None:
-        return f"{e['result_elapsed_s']:.1f} s (kept from an earlier run)"
-    return f"{e['elapsed_s']:.1f} s"
+        return f"{sittings_time(e['result_elapsed_s'], e.get('kept_cells'))} (kept from an earlier run)"
+    return sittings_time(e["elapsed_s"], e.get("kept_cells"))
 
 
 def _rejudged(summary: dict[str, Any]) -> str | None:

@@ -15,6 +15,7 @@ from factorflow.report import (
     _fmt,
     _overview_rows,
     _rejudged,
+    _run_time,
     _seeds,
     _time,
     claims_table,
@@ -136,7 +137,7 @@ def _html_section(
             f"<p><strong>Seeds:</strong> {_e(_seeds(summary))}<br>"
             f"<strong>Data:</strong> {_e(_data_sources(summary))}<br>"
             f"<strong>Scale:</strong> {_e(summary.get('scale', ''))} · "
-            f"<strong>time:</strong> {_fmt(summary.get('elapsed_s'))} s</p>"
+            f"<strong>time:</strong> {_e(_run_time(summary))}</p>"
         )
         cfg = _flat(summary.get("config") or {})
         if cfg:
@@ -172,7 +173,7 @@ def render_html(out: Path, index: dict[str, Any], summaries: dict[str, dict[str,
 <p class="meta">factorflow {_e(meta.get("factorflow"))} · git commit
 <code>{_e(meta.get("git_commit") or "unknown")}</code> · scale {_e(index.get("scale"))} ·
 device {_e(index.get("device"))} · seeds {_e(index.get("seeds") or "per scale")} ·
-total time {index.get("total_s", 0.0):.1f} s · python {_e(meta.get("python"))} ·
+time of this sitting {index.get("total_s", 0.0):.1f} s · python {_e(meta.get("python"))} ·
 torch {_e(meta.get("torch"))} · started {_e(meta.get("created"))}</p>
 {_html_table(["Experiment", "Title", "Status", "Claims held / failed / not judged", "Time"], overview)}
 """

@@ -12,6 +12,7 @@ from factorflow.report import (
     _headline,
     _overview_rows,
     _rejudged,
+    _run_time,
     _seeds,
     _time,
     claims_table,
@@ -42,7 +43,7 @@ def render_markdown(index: dict[str, Any], summaries: dict[str, dict[str, Any]])
         "",
         f"factorflow {meta.get('factorflow')}, git commit `{meta.get('git_commit') or 'unknown'}`, "
         f"scale {index.get('scale')}, device {index.get('device')}, "
-        f"seeds {index.get('seeds') or 'per scale'}, total time {index.get('total_s', 0.0):.1f} s, "
+        f"seeds {index.get('seeds') or 'per scale'}, time of this sitting {index.get('total_s', 0.0):.1f} s, "
         f"python {meta.get('python')}, torch {meta.get('torch')}, started {meta.get('created')}.",
         "",
     ]
@@ -94,8 +95,7 @@ def render_markdown(index: dict[str, Any], summaries: dict[str, dict[str, Any]])
             "",
             f"- Seeds: {_seeds(s)}",
             f"- Data: {_data_sources(s)}",
-            f"- Scale: {s.get('scale', '')}; time {_fmt(s.get('elapsed_s'))} s; "
-            f"{len(s.get('rows', []))} rows",
+            f"- Scale: {s.get('scale', '')}; time {_run_time(s)}; {len(s.get('rows', []))} rows",
             "",
         ]
         cfg = _flat(s.get("config") or {})
