@@ -72,9 +72,8 @@ def counts_by_epoch(store: Path, key: str) -> list[tuple[float, int]]:
 def plot_counts(store: Path, config: dict, path: Path) -> None:
     """One panel per data set: each model's count above 1e-2 against epoch, one line per l
     (dotted: still training), the paper's 7 for shapes marked; saved as ``path`` (PNG)."""
-    from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter
-
     from factorflow.plotting import new_figure, plt
+    from factorflow.plotting.irmae import count_axes
 
     s = build_dataclass(IRMAESettings, config)
     datasets = ["shapes", s.images]
@@ -87,17 +86,7 @@ def plot_counts(store: Path, config: dict, path: Path) -> None:
                 x, y = zip(*points, strict=True)
                 label = f"l = {l}" + ("" if done else " (training)")
                 ax.plot(x, y, ls="-" if done else ":", color=f"C{s.ls.index(l)}", label=label)
-        if ds == "shapes":
-            ax.axhline(7, color="k", lw=1, ls="--", label="paper: 7 (l = 8)")
-        ax.set_yscale("log")
-        ax.yaxis.set_major_locator(FixedLocator([1, 2, 5, 10, 20, 50, 100]))
-        ax.yaxis.set_major_formatter(ScalarFormatter())
-        ax.yaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("normalized singular values above 1e-2")
-        ax.set_title(ds)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
+        count_axes(ax, ds)
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 

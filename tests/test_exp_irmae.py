@@ -106,3 +106,17 @@ def test_each_trained_model_is_kept_in_the_result(tmp_path):
         assert (model.n_linear, model.latent_dim) == (row.l, SMOKE.latent_dim)
         x_te = _data(SMOKE, row.dataset, row.seed)[2]
         assert reconstruction_mse(model, x_te) == pytest.approx(row.test_mse, rel=1e-6)
+    # the counts figure: one line per model, its count above 1e-2 at each recorded epoch
+    from factorflow.plotting.irmae import counts_epochs_figures
+
+    assert "counts_epochs.png" in r.summary["figures"]
+    fig = counts_epochs_figures(r)["counts_epochs"]
+    lines = {
+        ax.get_title(): [ln for ln in ax.get_lines() if ln.get_label() != "paper: 7"]
+        for ax in fig.axes
+    }
+    for row in r.rows.itertuples():
+        drawn = [ln for ln in lines[row.dataset] if ln.get_label() == f"l = {row.l}"]
+        assert len(drawn) == 1
+        assert list(drawn[0].get_xdata()) == list(r.arrays(row.arrays)["epochs"])
+        assert list(drawn[0].get_ydata()) == [max(c, 0.8) for c in row.count_by_epoch]

@@ -1,6 +1,6 @@
 """IRMAE figures (Jing, Zbontar, LeCun 2020), drawn from the result folder only: latent spectra
-per l (the paper's axes), the largest l's spectrum against training epochs, sample grids and
-interpolations."""
+per l (the paper's axes), the largest l's spectrum and every model's count above 1e-2 against
+training epochs, sample grids and interpolations."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from factorflow.plotting import new_figure, plt
 
 __all__ = [
     "FIGURES",
+    "count_axes",
+    "counts_epochs_figures",
     "interpolation_figures",
     "sample_figures",
     "spectra_epochs_figures",
@@ -70,6 +72,47 @@ def spectra_epochs_figures(result: Result) -> dict[str, Any]:
     return out
 
 
+def counts_epochs_figures(result: Result) -> dict[str, Any]:
+    """Each model's count of normalized singular values above 1e-2 (the rows' ``count_by_epoch``)
+    against training epoch (the arrays' ``epochs``), one line per l and seed, one panel per
+    data set (log y); for shapes the paper's 7 degrees of freedom, dashed. The count the
+    claims read at the end, and how each l got there."""
+    datasets = _datasets(result)
+    fig, axes = new_figure(len(datasets), width=4.6)
+    ls = sorted({int(l) for l in result.rows["l"]})
+    for ax, ds in zip(axes, datasets, strict=True):
+        for row in result.select(dataset=ds).itertuples():
+            epochs = result.arrays(str(row.arrays))["epochs"]
+            first = int(row.seed) == int(result.select(dataset=ds)["seed"].min())
+            ax.plot(
+                epochs,
+                np.maximum(np.asarray(row.count_by_epoch, dtype=float), 0.8),  # 0 on a log axis
+                color=f"C{ls.index(int(row.l))}",
+                label=f"l = {int(row.l)}" if first else None,
+                lw=1.2,
+            )
+        count_axes(ax, ds)
+    return {"counts_epochs": fig}
+
+
+def count_axes(ax: Any, dataset: str) -> None:
+    """The axes of a count-against-epoch panel: log y with plain ticks, labels, the data set as
+    title, the paper's 7 for shapes (dashed), and the legend."""
+    from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter
+
+    if dataset == "shapes":
+        ax.axhline(7, color="k", lw=1, ls="--", label="paper: 7")
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(FixedLocator([1, 2, 5, 10, 20, 50, 100]))
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("normalized singular values above 1e-2")
+    ax.set_title(dataset)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+
+
 def _grid(images: np.ndarray, cols: int) -> np.ndarray:
     n, c, h, w = images.shape
     rows = -(-n // cols)
@@ -109,6 +152,7 @@ FIGURES = {
     "jing2020-irmae": (
         spectra_figures,
         spectra_epochs_figures,
+        counts_epochs_figures,
         sample_figures,
         interpolation_figures,
     )
