@@ -94,6 +94,18 @@ class Check:
             return f"{x} is true"
         return f"{x} {self.op} {self.value:g}"
 
+    def failure(self, measured: Any) -> str:
+        """The check and the value it read, for a failed claim's reason, e.g. ``depth3_mean <=
+        0.0001 (measured 0.0037)``."""
+        x = measured if self.key is None else _lookup(measured, self.key)
+        if self.op == "true":
+            shown = "true" if x else "false"
+        elif isinstance(x, int | float | np.number) and not isinstance(x, bool):
+            shown = f"{float(x):.4g}"
+        else:
+            shown = repr(x)
+        return f"{self.describe()} (measured {shown})"
+
     def __call__(self, measured: Any) -> bool:
         """Whether ``measured`` passes; a missing or non-finite value raises NotJudged."""
         x = measured if self.key is None else _lookup(measured, self.key)
@@ -225,7 +237,7 @@ class Claim:
         try:
             measured = self.measure(result)
             out["measured"] = measured
-            failed = [c.describe() for c in self.checks if not c(measured)]
+            failed = [c.failure(measured) for c in self.checks if not c(measured)]
         except NotJudged as e:
             out["reason"] = str(e)
             return out

@@ -105,7 +105,11 @@ def test_claim_outcomes_and_reasons():
     ok = claim(lambda r: {"v": float(r.rows["err"].max())})
     assert ok["holds"] is True and ok["text"] == "text 0.001" and ok["measured"] == {"v": 0.5}
     bad = claim(lambda r: {"v": 2.0})
-    assert bad["holds"] is False and bad["reason"] == "fails: v <= 1"
+    assert bad["holds"] is False and bad["reason"] == "fails: v <= 1 (measured 2)"
+    flag = Claim(
+        "f", "t", None, "src", lambda r: {"ok": False, "n": 3}, (is_true("ok"), at_least("n", 2))
+    )
+    assert flag.evaluate(r)["reason"] == "fails: ok is true (measured false)"  # n passes: not named
     skip = claim(lambda r: (_ for _ in ()).throw(NotJudged("needs depth 3")))
     assert skip["holds"] is None and skip["reason"] == "needs depth 3"
     broken = claim(lambda r: 1 / 0)  # a bug is visible and never a pass
