@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from factorflow.autoencoder.latent import count_above, latent_effective_rank, latent_spectrum
 from factorflow.autoencoder.model import IRMAE, check_images
+from factorflow.autoencoder.step import EagerStep, GraphedStep, set_capturable, use_cuda_graph
 from factorflow.results import write_json
 
 __all__ = ["epoch_line", "latent_codes", "reconstruction_mse", "train_autoencoder"]
@@ -65,6 +66,7 @@ def train_autoencoder(
     callback: Callable[[dict], None] | None = None,
     max_time: float | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
+    cuda_graph: bool | None = None,
 ) -> dict:
     """Train with Adam on the MSE reconstruction loss; returns the history.
 
@@ -85,6 +87,11 @@ def train_autoencoder(
             training is without loading it (``{"done": epoch, "total": epochs, "unit":
             "epochs", "elapsed_s"}``; ``factorflow status`` shows it). The caller removes both
             when done.
+        cuda_graph: replay each step from a CUDA graph (:mod:`factorflow.autoencoder.step`;
+            CUDA only); None: as ``FACTORFLOW_CUDA_GRAPHS=1`` says, on a CUDA device.
+
+    Batches are drawn from a copy of ``train_images`` on the device when it is a GPU, and the
+    loss is summed there: no step waits for the device (on the CPU nothing changes).
 
     Returns:
         ``{"epochs": [record, ...], "stopped": "epochs" | "max_time", "elapsed_s": float}``
@@ -108,7 +115,8 @@ def train_autoencoder(
     if device is not None:
         model.to(device)
     dev = _device_of(model)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    graphed = use_cuda_graph(cuda_graph, dev)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, capturable=graphed)
     g = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
     history: dict = {"epochs": [], "stopped": "epochs"}
@@ -117,6 +125,7 @@ def train_autoencoder(
         state = torch.load(checkpoint, map_location=dev, weights_only=False)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
+        set_capturable(opt, graphed)  # the checkpoint's Adam may be of the other kind
         g.set_state(state["generator"])
         history, done = state["history"], int(state["epoch"])
         start -= state["elapsed_s"]
@@ -133,24 +142,24 @@ def train_autoencoder(
     if eval_images is not None and done == 0:
         history["epochs"].append(measure({"epoch": 0, "train_loss": math.nan, "time_s": 0.0}))
     n = train_images.shape[0]
+    source = train_images.to(dev) if dev.type == "cuda" else train_images
+    shape = (batch_size, *train_images.shape[1:])
+    step = GraphedStep(model, opt, shape) if graphed else EagerStep(model, opt)
     for epoch in range(done + 1, epochs + 1):
         model.train()
-        perm = torch.randperm(n, generator=g)
-        total, batches, out_of_time = 0.0, 0, False
+        perm = torch.randperm(n, generator=g).to(source.device)
+        total = torch.zeros((), dtype=torch.float64, device=dev)  # float64, as a Python sum
+        batches, out_of_time = 0, False
         for i in range(0, n, batch_size):
-            x = train_images[perm[i : i + batch_size]].to(dev)
-            loss = F.mse_loss(model(x), x)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach())
+            x = source[perm[i : i + batch_size]].to(dev)
+            total += step(x)
             batches += 1
             if max_time is not None and time.perf_counter() - start > max_time:
                 out_of_time = True
                 break
         record = {
             "epoch": epoch if not out_of_time else epoch - 1 + batches * batch_size / n,
-            "train_loss": total / batches,
+            "train_loss": float(total) / batches,
             "time_s": time.perf_counter() - start,
         }
         if epoch % spectrum_every == 0 or epoch == epochs or out_of_time:
