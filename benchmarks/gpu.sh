@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
 # The GPU checks and paper-scale GPU timings of issue 13 (item 6) in one go, for a session that is
-# lent a CUDA device. Never needed by CI. At most about 7 minutes (the parts' limits: 120 + 180 +
-# 180 + 30 + 60 s); each part has its own time limit, so a slow part costs its limit and the rest
-# still runs. On 2026-11-30 on an H200 the parts took 53, 100, 180 (cut), 5 and 16 s.
+# lent a CUDA device. Never needed by CI. The default parts take at most about 8 minutes (their
+# limits: 120 + 150 + 180 + 30 s); each part has its own time limit, so a slow part costs its
+# limit and the rest still runs. On 2026-11-30 on an H200 the parts then run (tests,
+# tensor_dynamics, irmae_parallel, irmae_parallel_status, irmae_flops) took 53, 100, 180 (cut),
+# 5 and 16 s; the default parts since are the ones that run no longer measured: the IRMAE step
+# from a CUDA graph (test, benchmark, and the eight models with it).
 #
 #   here, once:     bash benchmarks/gpu_wheels.sh      (tensorly, scikit-sundae, Fashion-MNIST
 #                                                       into .whl/)
-#   on the device:  bash benchmarks/gpu.sh             (device tool: carry [".whl"], timeout 480)
+#   on the device:  bash benchmarks/gpu.sh             (device tool: carry [".whl"], timeout 540)
 #   some parts:     PARTS="tests irmae" bash benchmarks/gpu.sh
 #
 # Writes into $OUT (the device tool's folder; out/gpu elsewhere) one log per part, PART.txt, that
-# ends with its wall time and exit status (tests, tensor_dynamics, irmae_parallel,
-# irmae_parallel_status, irmae_flops; irmae when named), the summary.json of each paper-scale
-# part that finished, and bench_irmae_flops_cuda.json. The device image's python3 has torch;
-# factorflow runs from the working tree (PYTHONPATH), with the carried wheels installed under
-# /tmp/site. What the 2026-11-30 runs gave is in benchmarks/results/gpu/ (README there).
+# ends with its wall time and exit status, the summary.json of each paper-scale part that
+# finished, and the benchmarks' JSON (bench_irmae_step_cuda.json, bench_irmae_flops_cuda.json).
+# The device image's python3 has torch; factorflow runs from the working tree (PYTHONPATH), with
+# the carried wheels installed under /tmp/site. What the 2026-11-30 runs gave is in
+# benchmarks/results/gpu/ (README there).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/gpu}
@@ -28,9 +31,11 @@ if [ -d .whl ]; then
 fi
 WORK=$(mktemp -d)
 
-# PARTS="tests tensor_dynamics" bash benchmarks/gpu.sh runs only the parts named (default: all
-# but irmae, the one-model timing, which the 2026-11-30 run measured)
-PARTS=${PARTS:-tests tensor_dynamics irmae_parallel irmae_parallel_status irmae_flops}
+# PARTS="tests tensor_dynamics" bash benchmarks/gpu.sh runs only the parts named. The default:
+# what the 2026-11-30 runs did not measure (the CUDA-graph step); the others (tensor_dynamics,
+# irmae, irmae_parallel[_status], irmae_flops, and talk_seven, the other experiments at paper
+# scale) by name
+PARTS=${PARTS:-tests irmae_step irmae_graphs irmae_graphs_status}
 
 part() {  # part NAME LIMIT_S COMMAND...: run, log with its wall time, never stop the script
   local name=$1 limit=$2
@@ -64,6 +69,12 @@ part irmae 120 $PY -m factorflow.cli reproduce irmae --scale paper --seeds 1 --d
   --option 'ls=[8]' --out "$WORK/irmae"
 [ -f "$WORK/irmae/summary.json" ] && cp "$WORK/irmae/summary.json" "$OUT/irmae.summary.json"
 
+# 3a. IRMAE's step three ways in one process (loss read every step, as the loop did before the
+#    step module; summed on the device, as it does now; replayed from a CUDA graph), for each
+#    model of the paper grid: the per-step ratios that decide whether graphs become the default
+part irmae_step 150 $PY benchmarks/bench_irmae_step.py --device cuda --steps 200 --rounds 3 \
+  --out "$OUT/bench_irmae_step_cuda.json"
+
 # 3b. the whole paper IRMAE grid (8 models) at once, one spawned process per model sharing the
 #    device (one model alone keeps an H200 ~1-3 % busy: bench_irmae_flops_cuda.json); cut at the
 #    limit, `factorflow status` then gives each model's epochs and hours so far
@@ -71,6 +82,21 @@ part irmae_parallel 180 $PY -m factorflow.cli reproduce irmae --scale paper --se
   --device cuda --workers 8 --out "$WORK/irmae8"
 part irmae_parallel_status 30 $PY -m factorflow.cli status "$WORK/irmae8"
 [ -f "$WORK/irmae8/summary.json" ] && cp "$WORK/irmae8/summary.json" "$OUT/irmae8.summary.json"
+
+# 3c. as 3b, each model's step replayed from a CUDA graph (FACTORFLOW_CUDA_GRAPHS=1): the epochs
+#    reached within the limit against 3b's (2026-11-30: shapes 11, Fashion-MNIST 9 after 182 s,
+#    with the loop that read the loss every step; 3a tells the two changes apart)
+part irmae_graphs 180 env FACTORFLOW_CUDA_GRAPHS=1 $PY -m factorflow.cli reproduce irmae \
+  --scale paper --seeds 1 --device cuda --workers 8 --out "$WORK/irmae8g"
+part irmae_graphs_status 30 $PY -m factorflow.cli status "$WORK/irmae8g"
+
+# 3d. the seven experiments of the three papers at paper scale on the device, all at once (not
+#    in the default PARTS; the CPU takes 1.4 h on 2 cores): cut at the limit, the talk's log says
+#    which finished and when; the 30-minute GPU target of the whole talk needs them
+part talk_seven 300 $PY -m factorflow.cli reproduce talk --scale paper --device cuda --jobs 7 \
+  --only arora2019-completion,arora2019-dynamics,razin2020-2x2,razin2020-perturbed,razin2020-tensor-recovery,razin2021-dynamics,razin2021-natural-rank \
+  --out "$WORK/talk"
+[ -f "$WORK/talk/report.md" ] && cp "$WORK/talk/report.md" "$OUT/talk_seven_report.md"
 
 # 4. IRMAE's paper run in operations against the GPU's float32 product rate: the hours the eight
 #    models take on this device, one at a time (CPU figures: docs/irmae-notes.md)
