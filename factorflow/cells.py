@@ -10,9 +10,9 @@ beside it (``.<name>.cells``), stamped with the experiment, scale and settings, 
 the summary how many cells were kept and the seconds they had taken (``cells``; cells of the
 first format, stored without their time, are counted in ``kept_untimed``), and the seconds
 earlier attempts spent on the cells this one resumed from their scratch state
-(``resumed_seconds``). ``resume`` reuses a
-store with the same stamp and refuses one with another (with ``overwrite`` it discards it: the
-talk reruns changed experiments); a fresh run discards the store, and a finished run removes it.
+(``resumed_seconds``). ``resume`` reuses a store with the same stamp and refuses one with
+another (with ``overwrite`` it discards it: the talk reruns changed experiments); a fresh run
+discards the store, and a finished run removes it.
 Pickle runs code from the file it reads: the store is a private cache, read only from a folder
 the same user wrote.
 """
