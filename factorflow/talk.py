@@ -22,6 +22,7 @@ from typing import Any
 
 from factorflow._progress import heartbeat, logging_into
 from factorflow.cell_pool import check_workers, init_interruptible, interrupt_processes
+from factorflow.cells import sittings_time
 from factorflow.folder_lock import hold_folder
 from factorflow.report import claim_counts, load_summaries, totals, write_report
 from factorflow.results import run_metadata, write_json
@@ -349,9 +350,11 @@ def reproduce_talk(
                 log(f"[{k}/{n}] {t.id}: FAILED after {entry['elapsed_s']:.1f} s: {entry['error']}")
             elif log:
                 counts = entry["claims"]
-                how = f"done in {entry['elapsed_s']:.1f} s"
+                took = sittings_time(entry["elapsed_s"], entry.get("kept_cells"))
+                how = f"done in {took}"
                 if entry.get("kept"):
-                    how = f"kept (its run took {entry['result_elapsed_s']:.1f} s)"
+                    took = sittings_time(entry["result_elapsed_s"], entry.get("kept_cells"))
+                    how = f"kept (its run took {took})"
                 log(
                     f"[{k}/{n}] {t.id}: {how}; claims "
                     f"{counts['held']} held, {counts['failed']} failed, "
