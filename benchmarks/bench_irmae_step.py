@@ -7,8 +7,8 @@ ways in one process, for each (data set, l) of the paper grid:
   now), so the host queues steps ahead of the device;
 - ``graph``: the step replayed from a CUDA graph (:class:`GraphedStep`; CUDA only).
 
-Each way trains a fresh model from the same init for ``--warmup`` steps, then ``--steps``
-timed steps (the device synchronized at both ends), on batches drawn from ``--pool`` random
+Each way trains a fresh model from the same init (a graph captured first, untimed: once per
+model in a run) for ``--warmup`` steps, then ``--steps`` timed steps (the device synchronized at both ends), on batches drawn from ``--pool`` random
 images already on the device; the ways take turns, ``--rounds`` times, and the median per
 step is reported with its ratio to ``sync`` and the epoch time it implies (steps per epoch of
 the paper run). On a CPU the host waits for nothing and there are no graphs: the ``sync`` and
